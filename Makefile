@@ -1,0 +1,46 @@
+# Everything a fresh clone needs: `make serve` runs the server, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+JS_TEST_DEPS := tests/js/node_modules/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA_DIR ?= ./data
+
+.PHONY: install serve test test-python test-fast lint format bench clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(JS_TEST_DEPS): tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+serve: install
+	$(BIN)/collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+test: install $(JS_TEST_DEPS)
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow and not node"
+
+lint: install
+	$(BIN)/ruff check collab tests examples
+	$(BIN)/ruff format --check collab tests examples
+
+format: install
+	$(BIN)/ruff format collab tests examples
+	$(BIN)/ruff check --fix collab tests examples
+
+bench: install
+	$(BIN)/collab bench report --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,167 @@
+"""``collab`` command line: ``serve`` and ``bench``.
+
+Every ``serve`` flag can also be given as an environment variable ``COLLAB_<FLAG>`` (for
+example ``--data-dir`` as ``COLLAB_DATA_DIR``); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from collab.server.settings import Settings
+
+log = logging.getLogger("collab")
+
+_DEFAULTS = Settings()
+
+# flag -> (Settings field, parser, help)
+_SERVE_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--host": ("host", str, "interface to listen on"),
+    "--port": ("port", int, "TCP port (0 picks a free one)"),
+    "--data-dir": ("data_dir", Path, "directory of the SQLite database"),
+    "--synchronous": ("synchronous", str, "SQLite synchronous mode: NORMAL or FULL"),
+    "--max-message-bytes": ("max_message_bytes", int, "largest accepted frame (close 4413)"),
+    "--max-awareness-state-bytes": ("max_awareness_state_bytes", int, "largest presence state"),
+    "--send-queue-messages": ("send_queue_messages", int, "per-connection queue (close 1013)"),
+    "--send-queue-bytes": ("send_queue_bytes", int, "per-connection queued bytes (close 1013)"),
+    "--keepalive-seconds": ("keepalive_seconds", float, "silence before a keep-alive frame"),
+    "--ws-heartbeat-seconds": ("ws_heartbeat_seconds", float, "WebSocket ping interval, 0: off"),
+    "--idle-evict-seconds": ("idle_evict_seconds", float, "unload a document this long idle"),
+    "--max-rooms": ("max_rooms", int, "documents kept in memory at most"),
+    "--compact-after-rows": ("compact_after_rows", int, "fold the log after this many rows"),
+    "--compact-after-bytes": ("compact_after_bytes", int, "fold the log after this many bytes"),
+    "--shutdown-timeout-seconds": ("shutdown_timeout_seconds", float, "grace period on stop"),
+    "--log-format": ("log_format", str, "text or json"),
+}
+
+
+def _env_name(flag: str) -> str:
+    return "COLLAB_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the collaboration server")
+    for flag, (name, kind, help_text) in _SERVE_OPTIONS.items():
+        default = getattr(_DEFAULTS, name)
+        parser.add_argument(
+            flag, dest=name, type=kind, default=None, help=f"{help_text} (default {default})"
+        )
+    parser.add_argument(
+        "--ws-compress", dest="ws_compress", type=_parse_bool, default=None,
+        help="permessage-deflate on WebSockets (default false)",
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    """Flags first, then COLLAB_* variables, then the defaults."""
+    values = {}
+    kinds = {name: kind for name, kind, _ in _SERVE_OPTIONS.values()}
+    kinds["ws_compress"] = _parse_bool
+    flags = {name: flag for flag, (name, _, _) in _SERVE_OPTIONS.items()}
+    flags["ws_compress"] = "--ws-compress"
+    for field in fields(Settings):
+        value = getattr(args, field.name, None)
+        if value is None:
+            env = environ.get(_env_name(flags[field.name]))
+            if env is None:
+                continue
+            try:
+                value = kinds[field.name](env)
+            except (ValueError, argparse.ArgumentTypeError) as exc:
+                raise SystemExit(f"collab: bad {_env_name(flags[field.name])}: {exc}") from exc
+        values[field.name] = value
+    settings = Settings(**values)
+    if settings.log_format not in ("text", "json"):
+        raise SystemExit("collab: --log-format must be text or json")
+    if settings.synchronous.upper() not in ("NORMAL", "FULL"):
+        raise SystemExit("collab: --synchronous must be NORMAL or FULL")
+    return settings
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("COLLAB_LOG_LEVEL", "INFO").upper(), handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args, dict(os.environ))
+    _configure_logging(settings.log_format)
+    asyncio.run(serve(settings))
+    return 0
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then stop gracefully (1001 to peers, pending writes flushed)."""
+    from aiohttp import web
+
+    from collab.server.app import create_app
+
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    print(f"collab listening on http://{host}:{port}", flush=True)
+    log.info("documents stored in %s", settings.database_path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="collab", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
+    _add_serve(subparsers)
+    from collab.bench.cli import add_bench
+
+    add_bench(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

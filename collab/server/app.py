@@ -1,0 +1,55 @@
+"""create_app(settings): wires the store, the room registry and the routes; nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from collab.protocol.wire import CloseCode
+from collab.server import api
+from collab.server.rooms import Rooms
+from collab.server.settings import Settings
+from collab.server.websocket import handle_websocket
+from collab.store.base import Store
+from collab.store.sqlite import SQLiteStore
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(client_max_size=settings.max_message_bytes)
+    app["settings"] = settings
+    app["store"] = store or SQLiteStore(
+        settings.database_path,
+        synchronous=settings.synchronous,
+        compact_after_rows=settings.compact_after_rows,
+        compact_after_bytes=settings.compact_after_bytes,
+    )
+    app["rooms"] = Rooms(app["store"], settings)
+    app["websockets"] = set()
+    app.router.add_get("/ws/{doc:.+}", handle_websocket)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    app.router.add_get("/", api.index)
+    app.on_startup.append(_open_store)
+    app.on_shutdown.append(_close_connections)
+    app.on_cleanup.append(_close_store)
+    return app
+
+
+async def _open_store(app: web.Application) -> None:
+    await app["store"].open()
+
+
+async def _close_connections(app: web.Application) -> None:
+    """Graceful stop: every peer gets 1001 and every queued update is committed."""
+    await app["rooms"].close(CloseCode.GOING_AWAY, "server shutting down")
+    for ws in list(app["websockets"]):
+        await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+
+
+async def _close_store(app: web.Application) -> None:
+    await app["store"].close()
+    log.info("store closed")

@@ -1,0 +1,120 @@
+"""A transport-agnostic peer of a room: bounded outbound queue, one writer task, keep-alive.
+
+Rooms call ``send`` synchronously (it never blocks the sender's loop); one writer task per
+connection drains the queue in order. A consumer that falls behind past the queue limits is
+closed with 1013 (the client reconnects and resyncs by state vector, so nothing is lost),
+which keeps server memory bounded whatever the client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from typing import Protocol
+
+from collab.protocol.wire import KEEP_ALIVE, CloseCode
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+class Transport(Protocol):
+    async def send(self, data: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Connection:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        max_queue_messages: int,
+        max_queue_bytes: int,
+        keepalive_seconds: float,
+        can_write: bool = True,
+        label: str = "",
+    ) -> None:
+        self.id = next(_ids)
+        self.label = label or f"conn-{self.id}"
+        self.can_write = can_write
+        self.pending_write: asyncio.Future[int] | None = None  # the last update sent to the store
+        self.told_read_only = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._transport = transport
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._max_messages = max_queue_messages
+        self._max_bytes = max_queue_bytes
+        self._keepalive = keepalive_seconds
+        self._wakeup = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._writer = asyncio.create_task(self._run_writer(), name=f"writer {self.label}")
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.label}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def send(self, data: bytes) -> None:
+        if self._closed.is_set():
+            return
+        if len(self._queue) >= self._max_messages or self._queued_bytes + len(data) > self._max_bytes:
+            log.warning("%s: send queue full (%d messages), closing", self.label, len(self._queue))
+            self.close(CloseCode.TRY_AGAIN_LATER, "send queue overflow: client too slow")
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        self._wakeup.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close once; queued messages are dropped (the client resyncs on reconnect)."""
+        if self._closed.is_set():
+            return
+        self.close_code, self.close_reason = code, reason
+        self._closed.set()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._writer.cancel()
+        asyncio.get_running_loop().create_task(self._close_transport(code, reason))
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def _close_transport(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._transport.close(code, reason)
+
+    async def _run_writer(self) -> None:
+        queue, transport = self._queue, self._transport
+        try:
+            while True:
+                if not queue:
+                    self._wakeup.clear()
+                    try:
+                        async with asyncio.timeout(self._keepalive):
+                            await self._wakeup.wait()
+                    except TimeoutError:
+                        await transport.send(KEEP_ALIVE)
+                    continue
+                data = queue.popleft()
+                self._queued_bytes -= len(data)
+                await transport.send(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-send
+            log.debug("%s: send failed: %s", self.label, exc)
+            self.close(CloseCode.GOING_AWAY, "send failed")

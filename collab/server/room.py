@@ -1,0 +1,187 @@
+"""One live document: the pycrdt Doc, its presence, its connections; apply, broadcast, persist.
+
+The way of one update: strict decode -> permission check -> ``apply_update`` (errors close only
+that connection) -> if the doc changed, the effective update is encoded once and queued to every
+other connection -> the raw bytes are queued for the group commit. A connection's next step1 is
+answered only after its earlier updates are committed, so a step2 reply is a durability barrier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from pycrdt import Doc, TransactionEvent
+
+from collab.protocol.awareness import (
+    AwarenessEntry,
+    RoomAwareness,
+    decode_awareness_update,
+    encode_awareness_update,
+)
+from collab.protocol.wire import (
+    EMPTY_UPDATE,
+    AwarenessMessage,
+    CloseCode,
+    PermissionDenied,
+    ProtocolError,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncType,
+    SyncUpdate,
+    decode_message,
+    encode_message,
+    encode_sync,
+    encode_update,
+)
+from collab.server.connection import Connection
+from collab.server.settings import Settings
+from collab.store.base import Store, StoredDocument
+from collab.store.folding import has_unintegrated_structs
+
+log = logging.getLogger(__name__)
+
+_FATAL = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, MemoryError)
+
+
+class Room:
+    def __init__(
+        self,
+        doc_id: str,
+        store: Store,
+        settings: Settings,
+        on_store_failure: Callable[[Room], None] = lambda room: None,
+    ) -> None:
+        self.doc_id = doc_id
+        self.connections: set[Connection] = set()
+        self.awareness = RoomAwareness()
+        self.failed = False
+        self.idle_since = 0.0
+        self._store = store
+        self._settings = settings
+        self._on_store_failure = on_store_failure
+        self._doc = Doc()
+        self._last_change: bytes | None = None
+        self._doc.observe(self._record_change)
+        self._writes: set[asyncio.Future[int]] = set()
+
+    def _record_change(self, event: TransactionEvent) -> None:
+        self._last_change = event.update
+
+    def load(self, stored: StoredDocument) -> None:
+        for part in stored.parts():
+            self._doc.apply_update(part)
+        self._last_change = None
+
+    def state_vector(self) -> bytes:
+        return self._doc.get_state()
+
+    def encode_state(self, state_vector: bytes | None = None) -> bytes:
+        return self._doc.get_update(state_vector)
+
+    # -- membership --------------------------------------------------------------------------
+
+    def join(self, conn: Connection) -> None:
+        """Greet like the reference server: our step1, then every known presence state."""
+        self.connections.add(conn)
+        conn.send(encode_sync(SyncType.STEP1, self._doc.get_state()))
+        if len(self.awareness):
+            conn.send(self._awareness_message(self.awareness.entries()))
+
+    def leave(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        removals = self.awareness.peer_left(conn)
+        if removals:
+            self._broadcast(self._awareness_message(removals))
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.connections):
+            conn.close(code, reason)
+
+    async def drain_writes(self) -> None:
+        """Wait until every update queued for the store is committed (or failed)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def receive(self, conn: Connection, data: bytes) -> None:
+        """Handle one frame from ``conn``; ProtocolError means: close ``conn`` with its code."""
+        message = decode_message(data, self._settings.max_message_bytes)
+        match message:
+            case SyncStep1(state_vector):
+                await self._answer_step1(conn, state_vector)
+            case SyncStep2(update) | SyncUpdate(update):
+                self._receive_update(conn, update)
+            case AwarenessMessage(payload):
+                self._receive_awareness(conn, payload)
+            case QueryAwareness():
+                conn.send(self._awareness_message(self.awareness.entries()))
+            case PermissionDenied():
+                raise ProtocolError("auth messages only travel from server to client")
+
+    async def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
+        if conn.pending_write is not None:
+            await conn.pending_write  # durability barrier; StoreError closes the connection
+            conn.pending_write = None
+        try:
+            update = self._doc.get_update(state_vector)
+        except ValueError as exc:
+            raise ProtocolError("invalid state vector in sync step 1") from exc
+        conn.send(encode_sync(SyncType.STEP2, update))
+
+    def _receive_update(self, conn: Connection, update: bytes) -> None:
+        if not conn.can_write:
+            if update != EMPTY_UPDATE and not conn.told_read_only:
+                conn.told_read_only = True
+                conn.send(encode_message(PermissionDenied("read-only")))
+            return
+        if update == EMPTY_UPDATE:
+            return
+        self._last_change = None
+        try:
+            self._doc.apply_update(update)
+        except _FATAL:
+            raise
+        except BaseException as exc:  # pycrdt raises ValueError/RuntimeError (older: panics)
+            raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
+        change, self._last_change = self._last_change, None
+        if change is not None:
+            message = encode_update(change)
+            for other in self.connections:
+                if other is not conn:
+                    other.send(message)
+        elif not has_unintegrated_structs(update, self._doc.get_state()):
+            return  # a duplicate: neither stored nor broadcast
+        self._persist(conn, update)
+
+    def _persist(self, conn: Connection, update: bytes) -> None:
+        future = self._store.append(self.doc_id, update)
+        conn.pending_write = future
+        self._writes.add(future)
+        future.add_done_callback(self._write_done)
+
+    def _write_done(self, future: asyncio.Future[int]) -> None:
+        self._writes.discard(future)
+        if future.cancelled() or future.exception() is None or self.failed:
+            return
+        self.failed = True
+        log.error("store failed for %r: %s", self.doc_id, future.exception())
+        self.close_all(CloseCode.INTERNAL_ERROR, "storage error")
+        self._on_store_failure(self)
+
+    def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
+        entries = decode_awareness_update(payload, self._settings.max_awareness_state_bytes)
+        changed = self.awareness.receive(conn, entries)
+        if changed:
+            self._broadcast(self._awareness_message(changed))
+
+    def _broadcast(self, message: bytes) -> None:
+        for conn in self.connections:
+            conn.send(message)
+
+    @staticmethod
+    def _awareness_message(entries: list[AwarenessEntry]) -> bytes:
+        return encode_message(AwarenessMessage(encode_awareness_update(entries)))

@@ -1,0 +1,133 @@
+"""Registry of loaded documents: load once, evict when idle, cap how many stay in memory.
+
+States per doc id: loading (a shared task; concurrent first connections wait on it) -> active
+-> evicting (writes drained; arrivals wait and then load afresh) -> gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from collab.server.connection import Connection
+from collab.server.room import Room
+from collab.server.settings import Settings
+from collab.store.base import Store
+
+log = logging.getLogger(__name__)
+
+
+class RoomsFull(Exception):
+    """Every loaded room is in use and the cap is reached."""
+
+
+class Rooms:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._rooms: dict[str, Room] = {}
+        self._loading: dict[str, asyncio.Task[Room]] = {}
+        self._evicting: dict[str, asyncio.Task[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.loads = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    def get(self, doc_id: str) -> Room | None:
+        return self._rooms.get(doc_id)
+
+    def rooms(self) -> list[Room]:
+        return list(self._rooms.values())
+
+    async def join(self, doc_id: str, conn: Connection) -> Room:
+        """Add ``conn`` to the room of ``doc_id``, loading the document if needed."""
+        while True:
+            if doc_id in self._evicting:
+                await asyncio.shield(self._evicting[doc_id])
+                continue
+            room = self._rooms.get(doc_id)
+            if room is None:
+                loading = self._loading.get(doc_id)
+                if loading is None:
+                    loading = asyncio.create_task(self._load(doc_id), name=f"load {doc_id}")
+                    self._loading[doc_id] = loading
+                    loading.add_done_callback(lambda _: self._loading.pop(doc_id, None))
+                room = await asyncio.shield(loading)
+                continue
+            self._cancel_timer(doc_id)
+            room.join(conn)
+            return room
+
+    def leave(self, room: Room, conn: Connection) -> None:
+        room.leave(conn)
+        if not room.connections and self._rooms.get(room.doc_id) is room:
+            room.idle_since = time.monotonic()
+            self._cancel_timer(room.doc_id)
+            self._timers[room.doc_id] = asyncio.get_running_loop().call_later(
+                self._settings.idle_evict_seconds, self._start_eviction, room
+            )
+
+    async def _load(self, doc_id: str) -> Room:
+        if len(self._rooms) >= self._settings.max_rooms:
+            await self._evict_least_recently_used()
+        stored = await self._store.load(doc_id)
+        room = Room(doc_id, self._store, self._settings, on_store_failure=self._drop_failed)
+        room.load(stored)
+        room.idle_since = time.monotonic()
+        self._rooms[doc_id] = room
+        self.loads += 1
+        return room
+
+    async def _evict_least_recently_used(self) -> None:
+        idle = [room for room in self._rooms.values() if not room.connections]
+        if not idle:
+            raise RoomsFull(f"{len(self._rooms)} documents are loaded and in use")
+        oldest = min(idle, key=lambda room: room.idle_since)
+        self._start_eviction(oldest)
+        await asyncio.shield(self._evicting[oldest.doc_id])
+
+    def _start_eviction(self, room: Room) -> None:
+        self._timers.pop(room.doc_id, None)
+        if room.connections or room.doc_id in self._evicting:
+            return
+        if self._rooms.get(room.doc_id) is not room:
+            return
+        task = asyncio.create_task(self._evict(room), name=f"evict {room.doc_id}")
+        self._evicting[room.doc_id] = task
+        task.add_done_callback(lambda _: self._evicting.pop(room.doc_id, None))
+
+    async def _evict(self, room: Room) -> None:
+        try:
+            await room.drain_writes()
+        finally:
+            if self._rooms.get(room.doc_id) is room:
+                del self._rooms[room.doc_id]
+            self.evictions += 1
+            log.debug("evicted %r", room.doc_id)
+
+    def _drop_failed(self, room: Room) -> None:
+        """A store failure left the room's memory ahead of the disk: forget it at once; the
+        clients hold their edits and re-send them when they reconnect."""
+        self._cancel_timer(room.doc_id)
+        if self._rooms.get(room.doc_id) is room:
+            del self._rooms[room.doc_id]
+
+    def _cancel_timer(self, doc_id: str) -> None:
+        timer = self._timers.pop(doc_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Shutdown: close every connection, then wait for the rooms' writes."""
+        for doc_id in list(self._timers):
+            self._cancel_timer(doc_id)
+        rooms = list(self._rooms.values())
+        for room in rooms:
+            room.close_all(code, reason)
+        for room in rooms:
+            with contextlib.suppress(Exception):
+                await room.drain_writes()

@@ -1,0 +1,123 @@
+"""aiohttp WebSocket endpoint ``/ws/{doc}``: adapts a WebSocket to a room Connection.
+
+Rejections happen after the upgrade, with a close code: y-websocket 3.1 stops retrying on
+4400-4499, while an HTTP error status would make it retry forever.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from collab.protocol.doc_ids import validate_doc_id
+from collab.protocol.wire import CloseCode, ProtocolError
+from collab.server.connection import Connection
+from collab.server.rooms import Rooms, RoomsFull
+from collab.server.settings import Settings
+from collab.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_REASON_BYTES = 123  # a close frame's reason must fit in 125 bytes with the code
+
+
+def _reason_bytes(reason: str) -> bytes:
+    return reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+
+
+class CollabWebSocketResponse(web.WebSocketResponse):
+    """Answers a frame over the size limit with 4413 (aiohttp's own 1009 would be retried)."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True):
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
+            code, message = CloseCode.TOO_LARGE, b"message too large"
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class WebSocketTransport:
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=_reason_bytes(reason))
+
+
+def _peer(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    settings: Settings = request.app["settings"]
+    rooms: Rooms = request.app["rooms"]
+    ws = CollabWebSocketResponse(
+        max_msg_size=settings.max_message_bytes,
+        compress=settings.ws_compress,
+        heartbeat=settings.ws_heartbeat_seconds or None,
+    )
+    await ws.prepare(request)
+    request.app["websockets"].add(ws)
+    try:
+        await _serve(request, ws, settings, rooms)
+    finally:
+        request.app["websockets"].discard(ws)
+    return ws
+
+
+async def _serve(
+    request: web.Request, ws: web.WebSocketResponse, settings: Settings, rooms: Rooms
+) -> None:
+    doc_id = request.match_info["doc"]
+    try:
+        validate_doc_id(doc_id)
+    except ProtocolError as exc:
+        log.warning("rejected websocket from %s: %s", _peer(request), exc.reason)
+        await ws.close(code=exc.code, message=_reason_bytes(exc.reason))
+        return
+    conn = Connection(
+        WebSocketTransport(ws),
+        max_queue_messages=settings.send_queue_messages,
+        max_queue_bytes=settings.send_queue_bytes,
+        keepalive_seconds=settings.keepalive_seconds,
+        label=f"ws {_peer(request)} {doc_id}",
+    )
+    try:
+        room = await rooms.join(doc_id, conn)
+    except RoomsFull as exc:
+        log.warning("rejected %s: %s", conn.label, exc)
+        conn.close(CloseCode.TRY_AGAIN_LATER, "server busy: too many documents loaded")
+        await conn.wait_closed()
+        return
+    except StoreError as exc:
+        log.error("cannot load %r: %s", doc_id, exc)
+        conn.close(CloseCode.INTERNAL_ERROR, "storage error")
+        await conn.wait_closed()
+        return
+    try:
+        async for msg in ws:
+            if conn.closed:
+                break
+            if msg.type is WSMsgType.BINARY:
+                try:
+                    await room.receive(conn, msg.data)
+                except ProtocolError as exc:
+                    log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)
+                    conn.close(exc.code, exc.reason)
+                    break
+                except StoreError as exc:
+                    log.error("closing %s: %s", conn.label, exc)
+                    conn.close(CloseCode.INTERNAL_ERROR, "storage error")
+                    break
+            elif msg.type is WSMsgType.TEXT:
+                log.warning("closing %s: text frame", conn.label)
+                conn.close(CloseCode.BAD_REQUEST, "text frames are not part of the protocol")
+                break
+            else:
+                break
+    finally:
+        rooms.leave(room, conn)
+        conn.close(ws.close_code or CloseCode.NORMAL, "")
+        await conn.wait_closed()

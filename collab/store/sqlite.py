@@ -1,0 +1,407 @@
+"""SQLite store: WAL, one group-commit writer task, snapshot + update log per document.
+
+Appends are queued; a single writer task commits whatever queued while the previous commit ran
+(no artificial delay: low latency when idle, large batches under load). Sequence numbers are
+assigned by the database inside the transaction, so several processes sharing the file still
+get gap-free per-document sequences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+
+from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
+from collab.store.folding import fold_updates
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE documents (
+  doc_id         TEXT PRIMARY KEY,
+  created_at     INTEGER NOT NULL,
+  updated_at     INTEGER NOT NULL,
+  last_seq       INTEGER NOT NULL DEFAULT 0,
+  snapshot_seq   INTEGER NOT NULL DEFAULT 0,
+  snapshot       BLOB,
+  snapshot_bytes INTEGER NOT NULL DEFAULT 0,
+  log_count      INTEGER NOT NULL DEFAULT 0,
+  log_bytes      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE updates (
+  doc_id     TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+  seq        INTEGER NOT NULL,
+  data       BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (doc_id, seq)
+) WITHOUT ROWID;
+CREATE TRIGGER updates_after_insert AFTER INSERT ON updates BEGIN
+  UPDATE documents SET last_seq = NEW.seq, updated_at = NEW.created_at,
+         log_count = log_count + 1, log_bytes = log_bytes + length(NEW.data)
+   WHERE doc_id = NEW.doc_id;
+END;
+"""
+
+_APPEND = (
+    "INSERT INTO updates(doc_id, seq, data, created_at) "
+    "VALUES (?1, (SELECT last_seq + 1 FROM documents WHERE doc_id = ?1), ?2, ?3)"
+)
+_INFO_COLUMNS = (
+    "doc_id, created_at, updated_at, last_seq, snapshot_seq, snapshot_bytes, log_count, log_bytes"
+)
+
+_COMMIT_ATTEMPTS = 3
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class _Append:
+    doc_id: str
+    data: bytes
+    future: asyncio.Future[int] = field(repr=False)
+
+
+class SQLiteStore:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        compact_after_rows: int = 500,
+        compact_after_bytes: int = 512 * 1024,
+        batch_max_rows: int = 512,
+        batch_max_bytes: int = 4 * 1024 * 1024,
+    ) -> None:
+        if synchronous.upper() not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be NORMAL or FULL")
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        self.compact_after_rows = compact_after_rows
+        self.compact_after_bytes = compact_after_bytes
+        self._batch_max_rows = batch_max_rows
+        self._batch_max_bytes = batch_max_bytes
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._compactions: dict[str, asyncio.Task[None]] = {}
+        self._closed = True
+        self.commits = 0
+        self.committed_rows = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect()
+            await self._migrate(self._writer)
+            self._reader = await self._connect()
+        except sqlite3.Error as exc:
+            await self._close_connections()
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        self._closed = False
+        self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.put(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        for task in list(self._compactions.values()):
+            task.cancel()
+        await asyncio.gather(*self._compactions.values(), return_exceptions=True)
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._close_connections()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute(f"PRAGMA synchronous={self.synchronous}")
+        return db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            (version,) = await cursor.fetchone()  # type: ignore[misc]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this server knows {SCHEMA_VERSION}"
+            )
+        if version == 0:
+            # auto_vacuum must be chosen before the first table exists.
+            await db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_statements(_SCHEMA_V1):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        async with db.execute("PRAGMA journal_mode=WAL") as cursor:
+            (mode,) = await cursor.fetchone()  # type: ignore[misc]
+        if mode != "wal":
+            raise StoreError(f"{self.path}: cannot enable WAL (journal_mode={mode})")
+
+    async def _close_connections(self) -> None:
+        for db in (self._reader, self._writer):
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+        self._reader = self._writer = None
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(StoreError("store is closed"))
+        else:
+            self._queue.put_nowait(_Append(doc_id, update, future))
+        return future
+
+    async def _run_writer(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            size = len(first.data)
+            while (
+                not self._queue.empty()
+                and len(batch) < self._batch_max_rows
+                and size < self._batch_max_bytes
+            ):
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                size += len(item.data)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        doc_ids = list(dict.fromkeys(item.doc_id for item in batch))
+        now = _now_ms()
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                stats = await self._write_batch(batch, doc_ids, now)
+                break
+            except sqlite3.Error as exc:
+                log.warning("commit of %d updates failed (attempt %d): %s", len(batch), attempt, exc)
+                if attempt == _COMMIT_ATTEMPTS:
+                    error = StoreError(f"cannot store updates: {exc}")
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(error)
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
+        self.commits += 1
+        self.committed_rows += len(batch)
+        remaining = {doc_id: row[0] for doc_id, row in stats.items()}
+        for item in reversed(batch):
+            seq = remaining[item.doc_id]
+            remaining[item.doc_id] = seq - 1
+            if not item.future.done():
+                item.future.set_result(seq)
+        for doc_id, (_, log_count, log_bytes) in stats.items():
+            if log_count >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
+                self._schedule_compaction(doc_id)
+
+    async def _write_batch(
+        self, batch: list[_Append], doc_ids: list[str], now: int
+    ) -> dict[str, tuple[int, int, int]]:
+        db = self._require(self._writer)
+        async with self._write_lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO documents(doc_id, created_at, updated_at) VALUES (?,?,?)",
+                    [(doc_id, now, now) for doc_id in doc_ids],
+                )
+                await db.executemany(_APPEND, [(item.doc_id, item.data, now) for item in batch])
+                placeholders = ",".join("?" * len(doc_ids))
+                async with db.execute(
+                    "SELECT doc_id, last_seq, log_count, log_bytes FROM documents "
+                    f"WHERE doc_id IN ({placeholders})",
+                    doc_ids,
+                ) as cursor:
+                    rows = await cursor.fetchall()
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def _schedule_compaction(self, doc_id: str) -> None:
+        if doc_id in self._compactions or self._closed:
+            return
+        task = asyncio.create_task(self._compact_in_background(doc_id), name=f"compact {doc_id}")
+        self._compactions[doc_id] = task
+        task.add_done_callback(lambda _: self._compactions.pop(doc_id, None))
+
+    async def _compact_in_background(self, doc_id: str) -> None:
+        try:
+            await self.compact(doc_id)
+        except (StoreError, sqlite3.Error, ValueError) as exc:
+            log.warning("compaction of %r failed: %s", doc_id, exc)
+
+    async def compact(self, doc_id: str) -> CompactionResult | None:
+        reader = self._require(self._reader)
+        async with self._read_lock:
+            await reader.execute("BEGIN")
+            try:
+                async with reader.execute(
+                    "SELECT snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes "
+                    "FROM documents WHERE doc_id = ?",
+                    (doc_id,),
+                ) as cursor:
+                    head = await cursor.fetchone()
+                if head is None:
+                    return None
+                snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes = head
+                async with reader.execute(
+                    "SELECT data FROM updates WHERE doc_id = ? AND seq > ? AND seq <= ? "
+                    "ORDER BY seq",
+                    (doc_id, snapshot_seq, last_seq),
+                ) as cursor:
+                    rows = [row[0] for row in await cursor.fetchall()]
+            finally:
+                await reader.execute("COMMIT")
+        if not rows:
+            return None
+        folded = fold_updates(([snapshot] if snapshot else []) + rows)
+        folded_bytes = sum(len(row) for row in rows)
+        writer = self._require(self._writer)
+        async with self._write_lock:
+            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = await writer.execute(
+                    "UPDATE documents SET snapshot = ?, snapshot_seq = ?, snapshot_bytes = ?, "
+                    "log_count = log_count - ?, log_bytes = log_bytes - ? "
+                    "WHERE doc_id = ? AND snapshot_seq = ?",
+                    (folded, last_seq, len(folded), len(rows), folded_bytes, doc_id, snapshot_seq),
+                )
+                if cursor.rowcount == 0:
+                    await writer.execute("ROLLBACK")
+                    return None
+                await writer.execute(
+                    "DELETE FROM updates WHERE doc_id = ? AND seq <= ?", (doc_id, last_seq)
+                )
+                await writer.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await writer.execute("ROLLBACK")
+                raise
+            await writer.execute("PRAGMA incremental_vacuum")
+        result = CompactionResult(
+            doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
+        )
+        log.info(
+            "compacted %r: %d rows, %d -> %d bytes",
+            doc_id, result.folded_rows, result.bytes_before, result.bytes_after,
+        )
+        return result
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def load(self, doc_id: str) -> StoredDocument:
+        reader = self._require(self._reader)
+        try:
+            async with self._read_lock:
+                await reader.execute("BEGIN")
+                try:
+                    async with reader.execute(
+                        "SELECT snapshot, snapshot_seq, last_seq FROM documents WHERE doc_id = ?",
+                        (doc_id,),
+                    ) as cursor:
+                        head = await cursor.fetchone()
+                    if head is None:
+                        return StoredDocument(None, [], 0)
+                    snapshot, snapshot_seq, last_seq = head
+                    async with reader.execute(
+                        "SELECT data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq",
+                        (doc_id, snapshot_seq),
+                    ) as cursor:
+                        updates = [row[0] for row in await cursor.fetchall()]
+                finally:
+                    await reader.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot load {doc_id!r}: {exc}") from exc
+        return StoredDocument(snapshot, updates, last_seq)
+
+    async def info(self, doc_id: str) -> DocumentInfo | None:
+        reader = self._require(self._reader)
+        async with self._read_lock, reader.execute(
+            f"SELECT {_INFO_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else DocumentInfo(*row)
+
+    async def list_documents(
+        self, prefix: str = "", after: str = "", limit: int = 100
+    ) -> list[DocumentInfo]:
+        reader = self._require(self._reader)
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self._read_lock, reader.execute(
+            f"SELECT {_INFO_COLUMNS} FROM documents "
+            "WHERE doc_id LIKE ? ESCAPE '\\' AND doc_id > ? ORDER BY doc_id LIMIT ?",
+            (pattern, after, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [DocumentInfo(*row) for row in rows]
+
+    async def delete(self, doc_id: str) -> bool:
+        writer = self._require(self._writer)
+        async with self._write_lock:
+            cursor = await writer.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
+            deleted = cursor.rowcount > 0
+            await writer.execute("PRAGMA incremental_vacuum")
+        return deleted
+
+    async def checkpoint(self) -> None:
+        """Move the WAL into the main file and truncate it (shrinks what is on disk)."""
+        writer = self._require(self._writer)
+        async with self._write_lock:
+            await writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise StoreError("store is closed")
+        return db
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split the schema into statements; a trigger body keeps its inner semicolons."""
+    statements, current = [], []
+    for line in script.strip().splitlines():
+        current.append(line)
+        joined = "\n".join(current)
+        if line.rstrip().endswith(";") and sqlite3.complete_statement(joined):
+            statements.append(joined)
+            current = []
+    return statements

@@ -1,0 +1,236 @@
+"""Test helpers: a real server on 127.0.0.1 (in-process or as a subprocess) and a raw
+y-websocket protocol client built on pycrdt and our strict codec."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from pycrdt import Doc, Map, Text, TransactionEvent
+
+from collab.protocol.awareness import (
+    AwarenessEntry,
+    decode_awareness_update,
+    encode_awareness_update,
+)
+from collab.protocol.wire import (
+    AwarenessMessage,
+    PermissionDenied,
+    QueryAwareness,
+    SyncStep1,
+    SyncStep2,
+    SyncType,
+    SyncUpdate,
+    decode_message,
+    encode_message,
+    encode_sync,
+    encode_update,
+)
+from collab.server.app import create_app
+from collab.server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunningServer:
+    url: str
+    app: web.Application
+
+    def ws_url(self, doc_id: str) -> str:
+        return self.url.replace("http://", "ws://") + "/ws/" + doc_id
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
+    """The real app on a real socket (127.0.0.1, ephemeral port), stopped gracefully."""
+    app = create_app(replace(settings, host="127.0.0.1", port=0))
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield RunningServer(f"http://127.0.0.1:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+class ServerProcess:
+    """``collab serve`` as a child process, for restarts and kill -9."""
+
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--data-dir", str(self.data_dir), *self.extra],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://[\d.]+:\d+", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = match.group(0)
+        return self
+
+    def ws_url(self, doc_id: str) -> str:
+        return self.url.replace("http://", "ws://") + "/ws/" + doc_id
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+
+class RawClient:
+    """A minimal y-websocket peer: answers step1, applies updates, tracks awareness."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, client_id: int | None = None):
+        self._session = session
+        self.url = url
+        self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
+        self.doc.observe(self._on_local_change)
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.synced = asyncio.Event()
+        self.received: list[bytes] = []
+        self.awareness: dict[int, AwarenessEntry] = {}
+        self.denied: list[str] = []
+        self._step2_waiters: list[asyncio.Future[None]] = []
+        self._applying = False
+        self._reader: asyncio.Task[None] | None = None
+        self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def connect(self, send_step1: bool = True) -> RawClient:
+        self.ws = await self._session.ws_connect(self.url, max_msg_size=0)
+        self._reader = asyncio.create_task(self._read())
+        self._sender = asyncio.create_task(self._send_loop())
+        if send_step1:
+            await self.send(encode_sync(SyncType.STEP1, self.doc.get_state()))
+        return self
+
+    def _on_local_change(self, event: TransactionEvent) -> None:
+        if not self._applying:
+            self._outbox.put_nowait(encode_update(event.update))
+
+    async def _send_loop(self) -> None:
+        assert self.ws is not None
+        while True:
+            data = await self._outbox.get()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(data)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                break
+            self.received.append(msg.data)
+            message = decode_message(msg.data)
+            match message:
+                case SyncStep1(sv):
+                    await self.send(encode_sync(SyncType.STEP2, self.doc.get_update(sv)))
+                case SyncStep2(update) | SyncUpdate(update):
+                    self._apply(update)
+                    if isinstance(message, SyncStep2):
+                        self.synced.set()
+                        waiters, self._step2_waiters = self._step2_waiters, []
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_result(None)
+                case AwarenessMessage(payload):
+                    for entry in decode_awareness_update(payload, 1 << 20):
+                        if entry.state is None:
+                            self.awareness.pop(entry.client_id, None)
+                        else:
+                            self.awareness[entry.client_id] = entry
+                case PermissionDenied(reason):
+                    self.denied.append(reason)
+                case QueryAwareness():
+                    pass
+            async with self._changed:
+                self._changed.notify_all()
+        self.close_code = self.ws.close_code
+        self.close_reason = str(self.ws._close_message or "") if hasattr(self.ws, "_close_message") else ""
+        if self._sender is not None:
+            self._sender.cancel()
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _apply(self, update: bytes) -> None:
+        self._applying = True
+        try:
+            self.doc.apply_update(update)
+        finally:
+            self._applying = False
+
+    async def send(self, data: bytes) -> None:
+        """Queue a frame behind every local update already queued (order is kept)."""
+        self._outbox.put_nowait(data)
+
+    async def flush(self, timeout: float = 10) -> None:
+        """Send step1 and wait for the step2 reply: the server's durability barrier."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._step2_waiters.append(waiter)
+        await self.send(encode_sync(SyncType.STEP1, self.doc.get_state()))
+        await asyncio.wait_for(waiter, timeout)
+
+    async def set_awareness(self, clock: int, state: str | None) -> None:
+        entry = AwarenessEntry(self.doc.client_id, clock, state)
+        await self.send(encode_message(AwarenessMessage(encode_awareness_update([entry]))))
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def wait_closed(self, timeout: float = 10) -> int | None:
+        assert self._reader is not None
+        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        return self.close_code
+
+    def text(self, name: str = "content") -> Text:
+        return self.doc.get(name, type=Text)
+
+    def map(self, name: str) -> Map:
+        return self.doc.get(name, type=Map)
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            while not self._outbox.empty() and not self._sender.done():
+                await asyncio.sleep(0.01)
+            self._sender.cancel()
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader
