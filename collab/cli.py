@@ -63,7 +63,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
             flag, dest=name, type=kind, default=None, help=f"{help_text} (default {default})"
         )
     parser.add_argument(
-        "--ws-compress", dest="ws_compress", type=_parse_bool, default=None,
+        "--ws-compress",
+        dest="ws_compress",
+        type=_parse_bool,
+        default=None,
         help="permessage-deflate on WebSockets (default false)",
     )
     parser.set_defaults(run=_run_serve)
@@ -114,7 +117,8 @@ def _configure_logging(log_format: str) -> None:
         handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=os.environ.get("COLLAB_LOG_LEVEL", "INFO").upper(), handlers=[handler])
+    level = os.environ.get("COLLAB_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, handlers=[handler])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 

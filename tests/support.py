@@ -78,9 +78,23 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", str(self.data_dir), *self.extra],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
+            [
+                sys.executable,
+                "-m",
+                "collab",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--data-dir",
+                str(self.data_dir),
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -126,7 +140,6 @@ class RawClient:
         self._sender: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self.close_code: int | None = None
-        self.close_reason = ""
 
     async def connect(self, send_step1: bool = True) -> RawClient:
         self.ws = await self._session.ws_connect(self.url, max_msg_size=0)
@@ -178,7 +191,6 @@ class RawClient:
             async with self._changed:
                 self._changed.notify_all()
         self.close_code = self.ws.close_code
-        self.close_reason = str(self.ws._close_message or "") if hasattr(self.ws, "_close_message") else ""
         if self._sender is not None:
             self._sender.cancel()
         async with self._changed:

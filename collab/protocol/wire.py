@@ -133,6 +133,8 @@ class Reader:
             byte = data[pos + index]
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                if byte == 0 and index > 0:
+                    raise ProtocolError("varUint is not minimally encoded")
                 if value > MAX_VAR_UINT:
                     raise ProtocolError("varUint larger than 2^53 - 1")
                 self.pos = pos + index + 1

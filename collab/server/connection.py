@@ -70,7 +70,8 @@ class Connection:
     def send(self, data: bytes) -> None:
         if self._closed.is_set():
             return
-        if len(self._queue) >= self._max_messages or self._queued_bytes + len(data) > self._max_bytes:
+        too_many = len(self._queue) >= self._max_messages
+        if too_many or self._queued_bytes + len(data) > self._max_bytes:
             log.warning("%s: send queue full (%d messages), closing", self.label, len(self._queue))
             self.close(CloseCode.TRY_AGAIN_LATER, "send queue overflow: client too slow")
             return

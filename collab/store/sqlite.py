@@ -83,6 +83,7 @@ class SQLiteStore:
         compact_after_bytes: int = 512 * 1024,
         batch_max_rows: int = 512,
         batch_max_bytes: int = 4 * 1024 * 1024,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
@@ -92,6 +93,7 @@ class SQLiteStore:
         self.compact_after_bytes = compact_after_bytes
         self._batch_max_rows = batch_max_rows
         self._batch_max_bytes = batch_max_bytes
+        self._busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -129,12 +131,12 @@ class SQLiteStore:
         await asyncio.gather(*self._compactions.values(), return_exceptions=True)
         if self._writer is not None:
             with contextlib.suppress(sqlite3.Error):
-                await self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await _run_pragma(self._writer, "wal_checkpoint(TRUNCATE)")
         await self._close_connections()
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)
-        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute(f"PRAGMA synchronous={self.synchronous}")
         return db
@@ -209,7 +211,7 @@ class SQLiteStore:
                 stats = await self._write_batch(batch, doc_ids, now)
                 break
             except sqlite3.Error as exc:
-                log.warning("commit of %d updates failed (attempt %d): %s", len(batch), attempt, exc)
+                log.warning("commit of %d updates failed (try %d): %s", len(batch), attempt, exc)
                 if attempt == _COMMIT_ATTEMPTS:
                     error = StoreError(f"cannot store updates: {exc}")
                     for item in batch:
@@ -237,7 +239,8 @@ class SQLiteStore:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 await db.executemany(
-                    "INSERT OR IGNORE INTO documents(doc_id, created_at, updated_at) VALUES (?,?,?)",
+                    "INSERT OR IGNORE INTO documents(doc_id, created_at, updated_at) "
+                    "VALUES (?, ?, ?)",
                     [(doc_id, now, now) for doc_id in doc_ids],
                 )
                 await db.executemany(_APPEND, [(item.doc_id, item.data, now) for item in batch])
@@ -317,13 +320,16 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     await writer.execute("ROLLBACK")
                 raise
-            await writer.execute("PRAGMA incremental_vacuum")
+            await _run_pragma(writer, "incremental_vacuum")
         result = CompactionResult(
             doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
         )
         log.info(
             "compacted %r: %d rows, %d -> %d bytes",
-            doc_id, result.folded_rows, result.bytes_before, result.bytes_after,
+            doc_id,
+            result.folded_rows,
+            result.bytes_before,
+            result.bytes_after,
         )
         return result
 
@@ -356,9 +362,12 @@ class SQLiteStore:
 
     async def info(self, doc_id: str) -> DocumentInfo | None:
         reader = self._require(self._reader)
-        async with self._read_lock, reader.execute(
-            f"SELECT {_INFO_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)
-        ) as cursor:
+        async with (
+            self._read_lock,
+            reader.execute(
+                f"SELECT {_INFO_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)
+            ) as cursor,
+        ):
             row = await cursor.fetchone()
         return None if row is None else DocumentInfo(*row)
 
@@ -367,11 +376,14 @@ class SQLiteStore:
     ) -> list[DocumentInfo]:
         reader = self._require(self._reader)
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        async with self._read_lock, reader.execute(
-            f"SELECT {_INFO_COLUMNS} FROM documents "
-            "WHERE doc_id LIKE ? ESCAPE '\\' AND doc_id > ? ORDER BY doc_id LIMIT ?",
-            (pattern, after, limit),
-        ) as cursor:
+        async with (
+            self._read_lock,
+            reader.execute(
+                f"SELECT {_INFO_COLUMNS} FROM documents "
+                "WHERE doc_id LIKE ? ESCAPE '\\' AND doc_id > ? ORDER BY doc_id LIMIT ?",
+                (pattern, after, limit),
+            ) as cursor,
+        ):
             rows = await cursor.fetchall()
         return [DocumentInfo(*row) for row in rows]
 
@@ -380,19 +392,25 @@ class SQLiteStore:
         async with self._write_lock:
             cursor = await writer.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
             deleted = cursor.rowcount > 0
-            await writer.execute("PRAGMA incremental_vacuum")
+            await _run_pragma(writer, "incremental_vacuum")
         return deleted
 
     async def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it (shrinks what is on disk)."""
         writer = self._require(self._writer)
         async with self._write_lock:
-            await writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await _run_pragma(writer, "wal_checkpoint(TRUNCATE)")
 
     def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if db is None:
             raise StoreError("store is closed")
         return db
+
+
+async def _run_pragma(db: aiosqlite.Connection, pragma: str) -> None:
+    """Run a pragma to completion: through ``execute`` Python's sqlite3 steps
+    ``incremental_vacuum`` only once (one page); ``executescript`` runs it fully."""
+    await db.executescript(f"PRAGMA {pragma};")
 
 
 def _split_statements(script: str) -> list[str]:
