@@ -8,6 +8,7 @@ from aiohttp import web
 
 from collab.protocol.wire import CloseCode
 from collab.server import api
+from collab.server.keys import ROOMS, SETTINGS, STORE, WEBSOCKETS
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
@@ -20,15 +21,16 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(client_max_size=settings.max_message_bytes)
-    app["settings"] = settings
-    app["store"] = store or SQLiteStore(
+    app[SETTINGS] = settings
+    app[STORE] = store or SQLiteStore(
         settings.database_path,
         synchronous=settings.synchronous,
         compact_after_rows=settings.compact_after_rows,
         compact_after_bytes=settings.compact_after_bytes,
+        busy_timeout_ms=settings.busy_timeout_ms,
     )
-    app["rooms"] = Rooms(app["store"], settings)
-    app["websockets"] = set()
+    app[ROOMS] = Rooms(app[STORE], settings)
+    app[WEBSOCKETS] = set()
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
@@ -40,16 +42,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
 
 async def _open_store(app: web.Application) -> None:
-    await app["store"].open()
+    await app[STORE].open()
 
 
 async def _close_connections(app: web.Application) -> None:
     """Graceful stop: every peer gets 1001 and every queued update is committed."""
-    await app["rooms"].close(CloseCode.GOING_AWAY, "server shutting down")
-    for ws in list(app["websockets"]):
+    await app[ROOMS].close(CloseCode.GOING_AWAY, "server shutting down")
+    for ws in list(app[WEBSOCKETS]):
         await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
 
 
 async def _close_store(app: web.Application) -> None:
-    await app["store"].close()
+    await app[STORE].close()
     log.info("store closed")

@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from collab.protocol.doc_ids import validate_doc_id
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.connection import Connection
+from collab.server.keys import ROOMS, SETTINGS, WEBSOCKETS
 from collab.server.rooms import Rooms, RoomsFull
 from collab.server.settings import Settings
 from collab.store.base import StoreError
@@ -51,19 +52,19 @@ def _peer(request: web.Request) -> str:
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
-    settings: Settings = request.app["settings"]
-    rooms: Rooms = request.app["rooms"]
+    settings: Settings = request.app[SETTINGS]
+    rooms: Rooms = request.app[ROOMS]
     ws = CollabWebSocketResponse(
         max_msg_size=settings.max_message_bytes,
         compress=settings.ws_compress,
         heartbeat=settings.ws_heartbeat_seconds or None,
     )
     await ws.prepare(request)
-    request.app["websockets"].add(ws)
+    request.app[WEBSOCKETS].add(ws)
     try:
         await _serve(request, ws, settings, rooms)
     finally:
-        request.app["websockets"].discard(ws)
+        request.app[WEBSOCKETS].discard(ws)
     return ws
 
 

@@ -1,0 +1,14 @@
+"""Typed keys for what create_app stores on the aiohttp Application."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from collab.server.rooms import Rooms
+from collab.server.settings import Settings
+from collab.store.base import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+ROOMS = web.AppKey("rooms", Rooms)
+WEBSOCKETS = web.AppKey("websockets", set)
