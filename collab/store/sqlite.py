@@ -116,6 +116,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             await self._close_connections()
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except BaseException:
+            await self._close_connections()
+            raise
         self._closed = False
         self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
 
