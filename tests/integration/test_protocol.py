@@ -322,3 +322,10 @@ async def test_graceful_shutdown_closes_with_1001_and_commits_pending_writes(
         again = await connected(http, server, "bye")
         assert len(str(again.text())) == 200
         await again.close()
+
+
+async def test_concurrent_first_connections_load_the_document_once(http, server) -> None:
+    clients = await asyncio.gather(*(connected(http, server, "stampede") for _ in range(20)))
+    assert server.app[ROOMS].loads == 1
+    for client in clients:
+        await client.close()
