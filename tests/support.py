@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
+import msgpack
 from aiohttp import web
 from pycrdt import Doc, Map, Text, TransactionEvent
 
@@ -246,3 +248,142 @@ class RawClient:
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader
+
+
+class LongPollClient:
+    """Raw YLP/1 requests, so tests can replay, lose and reorder them at will."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._http = session
+        self.base = base_url
+        self.sid = ""
+        self.info: dict = {}
+
+    async def open(self, doc_id: str) -> LongPollClient:
+        async with self._http.post(f"{self.base}/lp/open", params={"doc": doc_id}) as resp:
+            assert resp.status == 200, await resp.text()
+            self.info = await resp.json()
+        self.sid = self.info["sid"]
+        return self
+
+    async def poll(self, ack: int) -> tuple[int, tuple[int, list[bytes]] | dict | bytes]:
+        async with self._http.get(f"{self.base}/lp/{self.sid}/poll", params={"ack": ack}) as resp:
+            return resp.status, _decode_body(resp.content_type, await resp.read())
+
+    async def send(self, first_useq: int, frames: list[bytes]):
+        body = msgpack.packb([first_useq, frames], use_bin_type=True)
+        async with self._http.post(f"{self.base}/lp/{self.sid}/send", data=body) as resp:
+            return resp.status, _decode_body(resp.content_type, await resp.read())
+
+    async def close(self) -> int:
+        async with self._http.post(f"{self.base}/lp/{self.sid}/close") as resp:
+            return resp.status
+
+
+def _decode_body(content_type: str, body: bytes):
+    if content_type == "application/msgpack":
+        return msgpack.unpackb(body)
+    if content_type == "application/json":
+        return json.loads(body)
+    return body
+
+
+class LongPollPeer:
+    """A y-websocket peer over YLP/1: polls, applies, answers step1, sends local updates."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, client_id: int | None = None):
+        self.lp = LongPollClient(session, base_url)
+        self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
+        self.doc.observe(self._on_local_change)
+        self.synced = asyncio.Event()
+        self.awareness: dict[int, AwarenessEntry] = {}
+        self.closed_with: dict | None = None
+        self._ack = 0
+        self._useq = 0
+        self._unacked: list[tuple[int, bytes]] = []
+        self._applying = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outbox_changed = asyncio.Event()
+
+    async def open(self, doc_id: str) -> LongPollPeer:
+        await self.lp.open(doc_id)
+        self.queue(encode_sync(SyncType.STEP1, self.doc.get_state()))
+        self._tasks = [
+            asyncio.create_task(self._poll_loop()),
+            asyncio.create_task(self._send_loop()),
+        ]
+        await asyncio.wait_for(self.synced.wait(), 10)
+        return self
+
+    def text(self, name: str = "content") -> Text:
+        return self.doc.get(name, type=Text)
+
+    def queue(self, frame: bytes) -> None:
+        self._useq += 1
+        self._unacked.append((self._useq, frame))
+        self._outbox_changed.set()
+
+    def _on_local_change(self, event: TransactionEvent) -> None:
+        if not self._applying:
+            self.queue(encode_update(event.update))
+
+    async def set_awareness(self, clock: int, state: str | None) -> None:
+        entry = AwarenessEntry(self.doc.client_id, clock, state)
+        self.queue(encode_message(AwarenessMessage(encode_awareness_update([entry]))))
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._outbox_changed.wait()
+            self._outbox_changed.clear()
+            while self._unacked:
+                status, body = await self.lp.send(
+                    self._unacked[0][0], [f for _, f in self._unacked]
+                )
+                if status == 410:
+                    self.closed_with = body
+                    return
+                acked = body[0]
+                self._unacked = [(u, f) for u, f in self._unacked if u > acked]
+
+    async def _poll_loop(self) -> None:
+        while True:
+            status, body = await self.lp.poll(self._ack)
+            if status == 410:
+                self.closed_with = body
+                return
+            if status != 200:
+                continue
+            first, frames = body
+            for offset, frame in enumerate(frames):
+                self._handle(frame)
+                self._ack = first + offset
+
+    def _handle(self, frame: bytes) -> None:
+        match decode_message(frame):
+            case SyncStep1(sv):
+                self.queue(encode_sync(SyncType.STEP2, self.doc.get_update(sv)))
+            case SyncStep2(update) | SyncUpdate(update) as message:
+                self._applying = True
+                try:
+                    self.doc.apply_update(update)
+                finally:
+                    self._applying = False
+                if isinstance(message, SyncStep2):
+                    self.synced.set()
+            case AwarenessMessage(payload):
+                for entry in decode_awareness_update(payload, 1 << 20):
+                    if entry.state is None:
+                        self.awareness.pop(entry.client_id, None)
+                    else:
+                        self.awareness[entry.client_id] = entry
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.lp.close()

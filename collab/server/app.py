@@ -8,7 +8,14 @@ from aiohttp import web
 
 from collab.protocol.wire import CloseCode
 from collab.server import api
-from collab.server.keys import ROOMS, SETTINGS, STORE, WEBSOCKETS
+from collab.server.keys import LONGPOLL, ROOMS, SETTINGS, STORE, WEBSOCKETS
+from collab.server.longpoll import (
+    LongPollSessions,
+    add_longpoll_routes,
+    new_node_id,
+    start_sessions,
+    stop_sessions,
+)
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
@@ -31,11 +38,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app[ROOMS] = Rooms(app[STORE], settings)
     app[WEBSOCKETS] = set()
+    app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=new_node_id())
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get("/", api.index)
+    add_longpoll_routes(app)
     app.on_startup.append(_open_store)
+    app.on_startup.append(start_sessions)
+    app.on_shutdown.append(stop_sessions)
     app.on_shutdown.append(_close_connections)
     app.on_cleanup.append(_close_store)
     return app

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from collab.server.rooms import Rooms
+
+if TYPE_CHECKING:
+    from collab.server.longpoll import LongPollSessions
 from collab.server.settings import Settings
 from collab.store.base import Store
 
@@ -12,3 +17,4 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 WEBSOCKETS = web.AppKey("websockets", set)
+LONGPOLL: web.AppKey[LongPollSessions] = web.AppKey("longpoll")

@@ -26,6 +26,14 @@ class Settings:
     max_rooms: int = 10_000
     compact_after_rows: int = 500
     compact_after_bytes: int = 512 * 1024
+    lp_poll_timeout_seconds: float = 25.0  # below common 30/60 s proxy idle timeouts
+    lp_session_ttl_seconds: float = 45.0  # a session nobody polls for this long is closed
+    lp_max_sessions: int = 10_000
+    lp_retained_bytes: int = 4 * MiB  # unacknowledged frames beyond this: close 1013
+    lp_retained_frames: int = 10_000
+    lp_response_bytes: int = 256 * 1024  # frames per poll answer (at least one)
+    lp_max_frames_per_post: int = 256
+    lp_max_post_bytes: int = 32 * MiB + 64 * 1024  # one frame of max_message_bytes must fit
     shutdown_timeout_seconds: float = 10.0
     log_format: str = "text"
 
