@@ -40,7 +40,7 @@ MAX_SEQ = 2**53 - 1
 def parse_ack(text: str | None) -> int:
     if text is None:
         return 0
-    if not text.isdigit() or len(text) > 16 or int(text) > MAX_SEQ:
+    if not (text.isascii() and text.isdigit()) or len(text) > 16 or int(text) > MAX_SEQ:
         raise LongPollError(400, "ack must be a non-negative integer")
     return int(text)
 
