@@ -16,6 +16,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from collab.protocol.tokens import mint, parse_key
 from collab.server.settings import Settings
 
 log = logging.getLogger("collab")
@@ -64,6 +65,27 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
             flag, dest=name, type=kind, default=None, help=f"{help_text} (default {default})"
         )
     parser.add_argument(
+        "--auth-key",
+        dest="auth_keys",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="HS256 token secret, 'kid:secret' for rotation; repeatable (env COLLAB_AUTH_KEY)",
+    )
+    parser.add_argument(
+        "--auth-key-file",
+        dest="auth_key_file",
+        type=Path,
+        default=None,
+        help="file with one auth key per line (env COLLAB_AUTH_KEY_FILE)",
+    )
+    parser.add_argument(
+        "--admin-key",
+        dest="admin_key",
+        default=None,
+        help="Bearer key for the HTTP API and /admin (env COLLAB_ADMIN_KEY)",
+    )
+    parser.add_argument(
         "--ws-compress",
         dest="ws_compress",
         type=_parse_bool,
@@ -80,7 +102,13 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     kinds["ws_compress"] = _parse_bool
     flags = {name: flag for flag, (name, _, _) in _SERVE_OPTIONS.items()}
     flags["ws_compress"] = "--ws-compress"
+    values["auth_keys"] = tuple(_auth_keys(args, environ))
+    admin_key = getattr(args, "admin_key", None) or environ.get("COLLAB_ADMIN_KEY")
+    if admin_key:
+        values["admin_key"] = admin_key
     for field in fields(Settings):
+        if field.name in ("auth_keys", "admin_key"):
+            continue
         value = getattr(args, field.name, None)
         if value is None:
             env = environ.get(_env_name(flags[field.name]))
@@ -97,6 +125,44 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     if settings.synchronous.upper() not in ("NORMAL", "FULL"):
         raise SystemExit("collab: --synchronous must be NORMAL or FULL")
     return settings
+
+
+def _auth_keys(args: argparse.Namespace, environ: dict[str, str]) -> list[str]:
+    keys = list(getattr(args, "auth_keys", None) or [])
+    if not keys and environ.get("COLLAB_AUTH_KEY"):
+        keys.append(environ["COLLAB_AUTH_KEY"])
+    key_file = getattr(args, "auth_key_file", None) or environ.get("COLLAB_AUTH_KEY_FILE")
+    if key_file:
+        try:
+            lines = Path(key_file).read_text().splitlines()
+        except OSError as exc:
+            raise SystemExit(f"collab: cannot read auth key file: {exc}") from exc
+        keys.extend(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    for key in keys:
+        try:
+            parse_key(key)
+        except ValueError as exc:
+            raise SystemExit(f"collab: {exc}") from exc
+    return keys
+
+
+def _add_token(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("token", help="mint an access token for a document")
+    parser.add_argument("--doc", required=True, help="document id, or a prefix ending in /*")
+    parser.add_argument("--perm", choices=("r", "w"), default="w")
+    parser.add_argument("--ttl", type=float, default=3600, help="lifetime in seconds")
+    parser.add_argument("--sub", default=None, help="user id to record in the token")
+    parser.add_argument("--auth-key", dest="auth_keys", action="append", default=None)
+    parser.add_argument("--auth-key-file", dest="auth_key_file", type=Path, default=None)
+    parser.set_defaults(run=_run_token)
+
+
+def _run_token(args: argparse.Namespace) -> int:
+    keys = _auth_keys(args, dict(os.environ))
+    if not keys:
+        raise SystemExit("collab: give --auth-key (or COLLAB_AUTH_KEY) to sign the token")
+    print(mint(parse_key(keys[0]), args.doc, args.perm, args.ttl, subject=args.sub))
+    return 0
 
 
 class _JsonFormatter(logging.Formatter):
@@ -161,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="collab", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(required=True, metavar="COMMAND")
     _add_serve(subparsers)
+    _add_token(subparsers)
     from collab.bench.cli import add_bench
 
     add_bench(subparsers)

@@ -6,9 +6,10 @@ import logging
 
 from aiohttp import web
 
+from collab.protocol.tokens import TokenVerifier, parse_key
 from collab.protocol.wire import CloseCode
 from collab.server import api
-from collab.server.keys import LONGPOLL, ROOMS, SETTINGS, STORE, WEBSOCKETS
+from collab.server.keys import LONGPOLL, ROOMS, SETTINGS, STORE, VERIFIER, WEBSOCKETS
 from collab.server.longpoll import (
     LongPollSessions,
     add_longpoll_routes,
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app[ROOMS] = Rooms(app[STORE], settings)
     app[WEBSOCKETS] = set()
+    app[VERIFIER] = _verifier(settings)
     app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=new_node_id())
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     app.router.add_get("/healthz", api.healthz)
@@ -50,6 +52,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.on_shutdown.append(_close_connections)
     app.on_cleanup.append(_close_store)
     return app
+
+
+def _verifier(settings: Settings) -> TokenVerifier | None:
+    if not settings.auth_keys:
+        log.warning("no --auth-key configured: every client may read and write every document")
+        return None
+    return TokenVerifier([parse_key(key) for key in settings.auth_keys])
 
 
 async def _open_store(app: web.Application) -> None:

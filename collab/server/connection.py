@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from collab.protocol.wire import KEEP_ALIVE, CloseCode
@@ -54,6 +55,7 @@ class Connection:
         self._keepalive = keepalive_seconds
         self._wakeup = asyncio.Event()
         self._closed = asyncio.Event()
+        self._on_close: list[Callable[[], object]] = []
         self._writer = asyncio.create_task(self._run_writer(), name=f"writer {self.label}")
 
     def __repr__(self) -> str:
@@ -88,7 +90,13 @@ class Connection:
         self._queue.clear()
         self._queued_bytes = 0
         self._writer.cancel()
+        for callback in self._on_close:
+            callback()
         asyncio.get_running_loop().create_task(self._close_transport(code, reason))
+
+    def on_close(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once when the connection closes (timers to cancel, counters)."""
+        self._on_close.append(callback)
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

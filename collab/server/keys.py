@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from collab.protocol.tokens import TokenVerifier
 from collab.server.rooms import Rooms
 
 if TYPE_CHECKING:
@@ -17,4 +18,5 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 WEBSOCKETS = web.AppKey("websockets", set)
+VERIFIER = web.AppKey("verifier", TokenVerifier | None)  # type: ignore[arg-type]
 LONGPOLL: web.AppKey[LongPollSessions] = web.AppKey("longpoll")

@@ -28,7 +28,9 @@ from collab.protocol.longpoll import (
     encode_send_ack,
     parse_ack,
 )
+from collab.protocol.tokens import Grant, TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
+from collab.server.auth import authorize, expire_with_grant, http_status
 from collab.server.connection import Connection
 from collab.server.keys import LONGPOLL, SETTINGS
 from collab.server.room import Room
@@ -152,7 +154,7 @@ class LongPollSessions:
             if session.conn is not None:
                 session.conn.close(CloseCode.GOING_AWAY, "server shutting down")
 
-    async def open(self, doc_id: str) -> LongPollSession:
+    async def open(self, doc_id: str, grant: Grant | None) -> LongPollSession:
         if len(self) >= self._settings.lp_max_sessions:
             raise LongPollError(429, "too many long-poll sessions")
         sid = f"{self.node_id}.{secrets.token_urlsafe(16)}"
@@ -162,8 +164,10 @@ class LongPollSessions:
             max_queue_messages=self._settings.send_queue_messages,
             max_queue_bytes=self._settings.send_queue_bytes,
             keepalive_seconds=self._settings.keepalive_seconds,
+            can_write=grant is None or grant.can_write,
             label=f"lp {sid[:12]} {doc_id}",
         )
+        expire_with_grant(conn, grant)
         session.conn = conn
         self._sessions[sid] = session
         try:
@@ -219,10 +223,14 @@ async def handle_open(request: web.Request) -> web.Response:
     doc_id = request.query.get("doc", "")
     try:
         validate_doc_id(doc_id)
-        session = await request.app[LONGPOLL].open(doc_id)
+        grant = authorize(request, doc_id)
+        session = await request.app[LONGPOLL].open(doc_id, grant)
     except ProtocolError as exc:
         log.warning("long-poll open refused: %s", exc.reason)
         return error_response(400, exc.reason, exc.code)
+    except TokenError as exc:
+        log.warning("long-poll open refused: %s", exc.reason)
+        return error_response(http_status(exc), exc.reason, exc.code)
     except LongPollError as exc:
         log.warning("long-poll open refused: %s", exc.reason)
         return error_response(exc.status, exc.reason, CloseCode.TRY_AGAIN_LATER)

@@ -36,6 +36,8 @@ class Settings:
     lp_max_post_bytes: int = 32 * MiB + 64 * 1024  # one frame of max_message_bytes must fit
     shutdown_timeout_seconds: float = 10.0
     log_format: str = "text"
+    auth_keys: tuple[str, ...] = ()  # HS256 secrets ("kid:secret" or bare); empty: auth off
+    admin_key: str | None = None  # Bearer key for the HTTP API and /admin
 
     @property
     def database_path(self) -> Path:

@@ -11,7 +11,9 @@ import logging
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from collab.protocol.doc_ids import validate_doc_id
+from collab.protocol.tokens import TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
+from collab.server.auth import authorize, expire_with_grant
 from collab.server.connection import Connection
 from collab.server.keys import ROOMS, SETTINGS, WEBSOCKETS
 from collab.server.rooms import Rooms, RoomsFull
@@ -74,7 +76,8 @@ async def _serve(
     doc_id = request.match_info["doc"]
     try:
         validate_doc_id(doc_id)
-    except ProtocolError as exc:
+        grant = authorize(request, doc_id)
+    except (ProtocolError, TokenError) as exc:
         log.warning("rejected websocket from %s: %s", _peer(request), exc.reason)
         await ws.close(code=exc.code, message=_reason_bytes(exc.reason))
         return
@@ -83,8 +86,10 @@ async def _serve(
         max_queue_messages=settings.send_queue_messages,
         max_queue_bytes=settings.send_queue_bytes,
         keepalive_seconds=settings.keepalive_seconds,
+        can_write=grant is None or grant.can_write,
         label=f"ws {_peer(request)} {doc_id}",
     )
+    expire_with_grant(conn, grant)
     try:
         room = await rooms.join(doc_id, conn)
     except RoomsFull as exc:

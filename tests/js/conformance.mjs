@@ -5,7 +5,7 @@
 //   node conformance.mjs converge ws://127.0.0.1:8000/ws
 //   node conformance.mjs awareness ws://127.0.0.1:8000/ws
 //   node conformance.mjs late-joiner ws://127.0.0.1:8000/ws
-//   node conformance.mjs forbidden-stops-retry ws://127.0.0.1:8000/ws 'a//b' 4400
+//   node conformance.mjs forbidden-stops-retry ws://127.0.0.1:8000/ws 'a//b' 4400 [quiet ms] [token]
 //   node conformance.mjs persist-write ws://127.0.0.1:8000/ws <doc id> <text>
 //   node conformance.mjs persist-read ws://127.0.0.1:8000/ws <doc id> <text>
 //
@@ -327,9 +327,9 @@ const lateJoiner = async (serverUrl) => {
  * A permanent close (4400-4499) must stop the provider: exactly one connection attempt, one
  * `connection-close` with the code, one `closed` event, and no reconnect.
  */
-const forbiddenStopsRetry = async (serverUrl, docId, expectedCodeArg, quietMsArg = '2000') => {
+const forbiddenStopsRetry = async (serverUrl, docId, expectedCodeArg, quietMsArg = '2000', token = '') => {
   if (docId === undefined || expectedCodeArg === undefined) {
-    throw new UsageError('forbidden-stops-retry needs <doc id> <expected close code> [quiet ms]')
+    throw new UsageError('forbidden-stops-retry needs <doc id> <expected close code> [quiet ms] [token]')
   }
   const expectedCode = Number(expectedCodeArg)
   const quietMs = Number(quietMsArg)
@@ -338,7 +338,8 @@ const forbiddenStopsRetry = async (serverUrl, docId, expectedCodeArg, quietMsArg
   const provider = new WebsocketProvider(serverUrl, docId, new Y.Doc(), {
     WebSocketPolyfill: CountingWebSocket,
     disableBc: true,
-    connect: false
+    connect: false,
+    params: token ? { token } : {}
   })
   providers.add(provider)
   provider.on('status', ({ status }) => {
