@@ -8,8 +8,8 @@ from aiohttp import web
 
 from collab.protocol.tokens import TokenVerifier, parse_key
 from collab.protocol.wire import CloseCode
-from collab.server import api
-from collab.server.keys import LONGPOLL, ROOMS, SETTINGS, STORE, VERIFIER, WEBSOCKETS
+from collab.server.api import add_api_routes
+from collab.server.keys import LONGPOLL, METRICS, ROOMS, SETTINGS, STORE, VERIFIER, WEBSOCKETS
 from collab.server.longpoll import (
     LongPollSessions,
     add_longpoll_routes,
@@ -17,6 +17,7 @@ from collab.server.longpoll import (
     start_sessions,
     stop_sessions,
 )
+from collab.server.metrics import install_metrics
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
@@ -42,9 +43,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app[VERIFIER] = _verifier(settings)
     app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=new_node_id())
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
-    app.router.add_get("/healthz", api.healthz)
-    app.router.add_get("/readyz", api.readyz)
-    app.router.add_get("/", api.index)
+    add_api_routes(app)
+    install_metrics(app)
+    store_hook = getattr(app[STORE], "on_commit", False)
+    if store_hook is None:
+        app[STORE].on_commit = app[METRICS].observe_commit
     add_longpoll_routes(app)
     app.on_startup.append(_open_store)
     app.on_startup.append(start_sessions)

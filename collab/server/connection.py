@@ -39,10 +39,12 @@ class Connection:
         keepalive_seconds: float,
         can_write: bool = True,
         label: str = "",
+        transport_name: str = "websocket",
     ) -> None:
         self.id = next(_ids)
         self.label = label or f"conn-{self.id}"
         self.can_write = can_write
+        self.transport = transport_name
         self.pending_write: asyncio.Future[int] | None = None  # the last update sent to the store
         self.told_read_only = False
         self.close_code: int | None = None

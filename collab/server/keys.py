@@ -11,6 +11,7 @@ from collab.server.rooms import Rooms
 
 if TYPE_CHECKING:
     from collab.server.longpoll import LongPollSessions
+    from collab.server.metrics import Metrics
 from collab.server.settings import Settings
 from collab.store.base import Store
 
@@ -18,5 +19,6 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 WEBSOCKETS = web.AppKey("websockets", set)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 VERIFIER = web.AppKey("verifier", TokenVerifier | None)  # type: ignore[arg-type]
 LONGPOLL: web.AppKey[LongPollSessions] = web.AppKey("longpoll")

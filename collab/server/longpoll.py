@@ -166,6 +166,7 @@ class LongPollSessions:
             keepalive_seconds=self._settings.keepalive_seconds,
             can_write=grant is None or grant.can_write,
             label=f"lp {sid[:12]} {doc_id}",
+            transport_name="long-poll",
         )
         expire_with_grant(conn, grant)
         session.conn = conn

@@ -38,6 +38,7 @@ from collab.protocol.wire import (
 )
 from collab.server.connection import Connection
 from collab.server.settings import Settings
+from collab.server.stats import ServerStats
 from collab.store.base import Store, StoredDocument
 from collab.store.folding import has_unintegrated_structs
 
@@ -53,6 +54,7 @@ class Room:
         store: Store,
         settings: Settings,
         on_store_failure: Callable[[Room], None] = lambda room: None,
+        stats: ServerStats | None = None,
     ) -> None:
         self.doc_id = doc_id
         self.connections: set[Connection] = set()
@@ -62,6 +64,8 @@ class Room:
         self._store = store
         self._settings = settings
         self._on_store_failure = on_store_failure
+        self._stats = stats or ServerStats()
+        self.holds = 0  # HTTP API requests using the room without a connection
         self._doc = Doc()
         self._last_change: bytes | None = None
         self._doc.observe(self._record_change)
@@ -138,8 +142,17 @@ class Room:
                 conn.told_read_only = True
                 conn.send(encode_message(PermissionDenied("read-only")))
             return
+        future = self.apply_update(update, origin=conn)
+        if future is not None:
+            conn.pending_write = future
+
+    def apply_update(
+        self, update: bytes, origin: Connection | None = None
+    ) -> asyncio.Future[int] | None:
+        """Apply, broadcast to everyone but ``origin``, persist; None for a no-op update.
+        Raises ProtocolError (4400) for bytes that are not a valid Yjs update."""
         if update == EMPTY_UPDATE:
-            return
+            return None
         self._last_change = None
         try:
             self._doc.apply_update(update)
@@ -148,20 +161,22 @@ class Room:
         except BaseException as exc:  # pycrdt raises ValueError/RuntimeError (older: panics)
             raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
         change, self._last_change = self._last_change, None
+        stats = self._stats
+        stats.updates_in += 1
+        stats.update_bytes_in += len(update)
         if change is not None:
             message = encode_update(change)
             for other in self.connections:
-                if other is not conn:
+                if other is not origin:
                     other.send(message)
+            stats.fanout_messages += len(self.connections) - (origin in self.connections)
         elif not has_unintegrated_structs(update, self._doc.get_state()):
-            return  # a duplicate: neither stored nor broadcast
-        self._persist(conn, update)
-
-    def _persist(self, conn: Connection, update: bytes) -> None:
+            stats.duplicate_updates += 1
+            return None  # a duplicate: neither stored nor broadcast
         future = self._store.append(self.doc_id, update)
-        conn.pending_write = future
         self._writes.add(future)
         future.add_done_callback(self._write_done)
+        return future
 
     def _write_done(self, future: asyncio.Future[int]) -> None:
         self._writes.discard(future)
@@ -173,6 +188,7 @@ class Room:
         self._on_store_failure(self)
 
     def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
+        self._stats.awareness_in += 1
         entries = decode_awareness_update(payload, self._settings.max_awareness_state_bytes)
         changed = self.awareness.receive(conn, entries)
         if changed:

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from collab.server.connection import Connection
 from collab.server.room import Room
 from collab.server.settings import Settings
+from collab.server.stats import ServerStats
 from collab.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,10 @@ class RoomsFull(Exception):
 
 
 class Rooms:
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, stats: ServerStats | None = None) -> None:
         self._store = store
         self._settings = settings
+        self.stats = stats or ServerStats()
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._evicting: dict[str, asyncio.Task[None]] = {}
@@ -45,6 +48,24 @@ class Rooms:
 
     async def join(self, doc_id: str, conn: Connection) -> Room:
         """Add ``conn`` to the room of ``doc_id``, loading the document if needed."""
+        room = await self._active(doc_id)
+        room.join(conn)
+        self.stats.connections_opened[conn.transport] += 1
+        conn.on_close(lambda: self.stats.closes.update([conn.close_code or 0]))
+        return room
+
+    @contextlib.asynccontextmanager
+    async def borrow(self, doc_id: str) -> AsyncIterator[Room]:
+        """Use a room without a connection (HTTP API); it stays loaded meanwhile."""
+        room = await self._active(doc_id)
+        room.holds += 1
+        try:
+            yield room
+        finally:
+            room.holds -= 1
+            self._maybe_schedule_eviction(room)
+
+    async def _active(self, doc_id: str) -> Room:
         while True:
             if doc_id in self._evicting:
                 await asyncio.shield(self._evicting[doc_id])
@@ -59,12 +80,14 @@ class Rooms:
                 room = await asyncio.shield(loading)
                 continue
             self._cancel_timer(doc_id)
-            room.join(conn)
             return room
 
     def leave(self, room: Room, conn: Connection) -> None:
         room.leave(conn)
-        if not room.connections and self._rooms.get(room.doc_id) is room:
+        self._maybe_schedule_eviction(room)
+
+    def _maybe_schedule_eviction(self, room: Room) -> None:
+        if not room.connections and not room.holds and self._rooms.get(room.doc_id) is room:
             room.idle_since = time.monotonic()
             self._cancel_timer(room.doc_id)
             self._timers[room.doc_id] = asyncio.get_running_loop().call_later(
@@ -75,7 +98,13 @@ class Rooms:
         if len(self._rooms) >= self._settings.max_rooms:
             await self._evict_least_recently_used()
         stored = await self._store.load(doc_id)
-        room = Room(doc_id, self._store, self._settings, on_store_failure=self._drop_failed)
+        room = Room(
+            doc_id,
+            self._store,
+            self._settings,
+            on_store_failure=self._drop_failed,
+            stats=self.stats,
+        )
         room.load(stored)
         room.idle_since = time.monotonic()
         self._rooms[doc_id] = room
@@ -83,7 +112,7 @@ class Rooms:
         return room
 
     async def _evict_least_recently_used(self) -> None:
-        idle = [room for room in self._rooms.values() if not room.connections]
+        idle = [room for room in self._rooms.values() if not room.connections and not room.holds]
         if not idle:
             raise RoomsFull(f"{len(self._rooms)} documents are loaded and in use")
         oldest = min(idle, key=lambda room: room.idle_since)
@@ -92,7 +121,7 @@ class Rooms:
 
     def _start_eviction(self, room: Room) -> None:
         self._timers.pop(room.doc_id, None)
-        if room.connections or room.doc_id in self._evicting:
+        if room.connections or room.holds or room.doc_id in self._evicting:
             return
         if self._rooms.get(room.doc_id) is not room:
             return
@@ -108,6 +137,18 @@ class Rooms:
                 del self._rooms[room.doc_id]
             self.evictions += 1
             log.debug("evicted %r", room.doc_id)
+
+    async def evict(self, doc_id: str, code: int, reason: str) -> bool:
+        """Close the document's connections with ``code`` and unload it now (admin, delete)."""
+        room = self._rooms.get(doc_id)
+        if room is None:
+            return False
+        room.close_all(code, reason)
+        self._cancel_timer(doc_id)
+        del self._rooms[doc_id]
+        await room.drain_writes()
+        self.evictions += 1
+        return True
 
     def _drop_failed(self, room: Room) -> None:
         """A store failure left the room's memory ahead of the disk: forget it at once; the

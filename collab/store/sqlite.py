@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,8 @@ class SQLiteStore:
         self._closed = True
         self.commits = 0
         self.committed_rows = 0
+        self.compactions = 0
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -209,6 +212,7 @@ class SQLiteStore:
     async def _commit(self, batch: list[_Append]) -> None:
         doc_ids = list(dict.fromkeys(item.doc_id for item in batch))
         now = _now_ms()
+        started = time.perf_counter()
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 stats = await self._write_batch(batch, doc_ids, now)
@@ -224,6 +228,8 @@ class SQLiteStore:
                 await asyncio.sleep(0.05 * 2**attempt)
         self.commits += 1
         self.committed_rows += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(batch))
         remaining = {doc_id: row[0] for doc_id, row in stats.items()}
         for item in reversed(batch):
             seq = remaining[item.doc_id]
@@ -324,6 +330,7 @@ class SQLiteStore:
                     await writer.execute("ROLLBACK")
                 raise
             await _run_pragma(writer, "incremental_vacuum")
+        self.compactions += 1
         result = CompactionResult(
             doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
         )

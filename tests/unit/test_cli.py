@@ -51,3 +51,13 @@ def test_a_flag_wins_over_its_variable() -> None:
 def test_bad_values_stop_with_a_clear_message(env: dict[str, str]) -> None:
     with pytest.raises(SystemExit, match="collab:"):
         settings_from(serve_args(), env)
+
+
+def test_every_setting_has_a_flag_and_a_variable() -> None:
+    from dataclasses import fields
+
+    from collab.cli import _SERVE_OPTIONS
+
+    flagged = {name for name, _, _ in _SERVE_OPTIONS.values()}
+    special = {"ws_compress", "auth_keys", "admin_key"}
+    assert {f.name for f in fields(Settings)} == flagged | special
