@@ -13,7 +13,13 @@ import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from collab.protocol.wire import ProtocolError, Reader, encode_var_string, encode_var_uint
+from collab.protocol.wire import (
+    CloseCode,
+    ProtocolError,
+    Reader,
+    encode_var_string,
+    encode_var_uint,
+)
 
 NULL_STATE = "null"
 
@@ -37,7 +43,9 @@ def decode_awareness_update(payload: bytes, max_state_bytes: int) -> list[Awaren
         clock = reader.var_uint()
         raw = reader.var_bytes()
         if len(raw) > max_state_bytes:
-            raise ProtocolError(f"awareness state larger than {max_state_bytes} bytes")
+            raise ProtocolError(
+                f"awareness state larger than {max_state_bytes} bytes", CloseCode.TOO_LARGE
+            )
         try:
             text = raw.decode("utf-8")
             parsed = json.loads(text)

@@ -30,6 +30,8 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4403
     NOT_FOUND = 4404
     TOO_LARGE = 4413
+    RATE_LIMITED = 4529  # transient: sent faster than allowed; the client backs off
+    OVER_CAPACITY = 4503  # transient: too many connections (document or server)
 
 
 class ProtocolError(ValueError):

@@ -6,10 +6,20 @@ import logging
 
 from aiohttp import web
 
+from collab.protocol.ratelimit import AttemptCounter
 from collab.protocol.tokens import TokenVerifier, parse_key
 from collab.protocol.wire import CloseCode
 from collab.server.api import add_api_routes
-from collab.server.keys import LONGPOLL, METRICS, ROOMS, SETTINGS, STORE, VERIFIER, WEBSOCKETS
+from collab.server.keys import (
+    ATTEMPTS,
+    LONGPOLL,
+    METRICS,
+    ROOMS,
+    SETTINGS,
+    STORE,
+    VERIFIER,
+    WEBSOCKETS,
+)
 from collab.server.longpoll import (
     LongPollSessions,
     add_longpoll_routes,
@@ -41,6 +51,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app[ROOMS] = Rooms(app[STORE], settings)
     app[WEBSOCKETS] = set()
     app[VERIFIER] = _verifier(settings)
+    app[ATTEMPTS] = AttemptCounter(settings.connect_attempts_per_minute)
     app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=new_node_id())
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     add_api_routes(app)

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from collab.protocol.wire import KEEP_ALIVE, CloseCode
+from collab.protocol.ratelimit import TokenBucket
+from collab.protocol.wire import KEEP_ALIVE, CloseCode, ProtocolError
+from collab.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ class Connection:
         can_write: bool = True,
         label: str = "",
         transport_name: str = "websocket",
+        messages_per_second: float = float("inf"),
+        bytes_per_second: float = float("inf"),
     ) -> None:
         self.id = next(_ids)
         self.label = label or f"conn-{self.id}"
@@ -58,10 +63,41 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._closed = asyncio.Event()
         self._on_close: list[Callable[[], object]] = []
+        now = time.monotonic()
+        self._message_bucket = TokenBucket(messages_per_second, 2 * messages_per_second, now)
+        self._byte_bucket = TokenBucket(bytes_per_second, 2 * bytes_per_second, now)
         self._writer = asyncio.create_task(self._run_writer(), name=f"writer {self.label}")
 
     def __repr__(self) -> str:
         return f"<Connection {self.label}>"
+
+    @classmethod
+    def for_settings(
+        cls,
+        transport: Transport,
+        settings: Settings,
+        *,
+        can_write: bool,
+        label: str,
+        transport_name: str,
+    ) -> Connection:
+        return cls(
+            transport,
+            max_queue_messages=settings.send_queue_messages,
+            max_queue_bytes=settings.send_queue_bytes,
+            keepalive_seconds=settings.keepalive_seconds,
+            can_write=can_write,
+            label=label,
+            transport_name=transport_name,
+            messages_per_second=settings.messages_per_second,
+            bytes_per_second=settings.bytes_per_second,
+        )
+
+    def admit(self, size: int) -> None:
+        """Charge one incoming frame to the rate limits; ProtocolError(4529) when over."""
+        now = time.monotonic()
+        if not (self._message_bucket.take(1, now) and self._byte_bucket.take(size, now)):
+            raise ProtocolError("sending too fast: rate limit exceeded", CloseCode.RATE_LIMITED)
 
     @property
     def closed(self) -> bool:

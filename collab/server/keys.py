@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from collab.protocol.ratelimit import AttemptCounter
 from collab.protocol.tokens import TokenVerifier
 from collab.server.rooms import Rooms
 
@@ -19,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 WEBSOCKETS = web.AppKey("websockets", set)
+ATTEMPTS = web.AppKey("attempts", AttemptCounter)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 VERIFIER = web.AppKey("verifier", TokenVerifier | None)  # type: ignore[arg-type]
 LONGPOLL: web.AppKey[LongPollSessions] = web.AppKey("longpoll")

@@ -32,9 +32,9 @@ from collab.protocol.tokens import Grant, TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant, http_status
 from collab.server.connection import Connection
-from collab.server.keys import LONGPOLL, SETTINGS
+from collab.server.keys import ATTEMPTS, LONGPOLL, SETTINGS
 from collab.server.room import Room
-from collab.server.rooms import Rooms, RoomsFull
+from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
 from collab.store.base import StoreError
 
@@ -159,11 +159,9 @@ class LongPollSessions:
             raise LongPollError(429, "too many long-poll sessions")
         sid = f"{self.node_id}.{secrets.token_urlsafe(16)}"
         session = LongPollSession(sid, doc_id, self._settings)
-        conn = Connection(
+        conn = Connection.for_settings(
             session,
-            max_queue_messages=self._settings.send_queue_messages,
-            max_queue_bytes=self._settings.send_queue_bytes,
-            keepalive_seconds=self._settings.keepalive_seconds,
+            self._settings,
             can_write=grant is None or grant.can_write,
             label=f"lp {sid[:12]} {doc_id}",
             transport_name="long-poll",
@@ -222,6 +220,9 @@ class _Gone(Exception):
 async def handle_open(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     doc_id = request.query.get("doc", "")
+    if not request.app[ATTEMPTS].allow(request.remote or "?", time.monotonic()):
+        log.warning("refused long-poll from %s: too many connection attempts", request.remote)
+        return error_response(429, "too many connection attempts", CloseCode.TRY_AGAIN_LATER)
     try:
         validate_doc_id(doc_id)
         grant = authorize(request, doc_id)
@@ -235,6 +236,8 @@ async def handle_open(request: web.Request) -> web.Response:
     except LongPollError as exc:
         log.warning("long-poll open refused: %s", exc.reason)
         return error_response(exc.status, exc.reason, CloseCode.TRY_AGAIN_LATER)
+    except OverCapacity as exc:
+        return error_response(503, str(exc), CloseCode.OVER_CAPACITY)
     except RoomsFull:
         return error_response(503, "server busy: too many documents loaded", 1013)
     except StoreError as exc:
@@ -297,6 +300,7 @@ async def _apply(session: LongPollSession, frames: list[bytes]) -> None:
         if conn.closed:
             raise _Gone(conn.close_code or CloseCode.GOING_AWAY, conn.close_reason)
         try:
+            conn.admit(len(frame))
             await room.receive(conn, frame)
         except ProtocolError as exc:
             log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)

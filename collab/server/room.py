@@ -66,6 +66,7 @@ class Room:
         self._on_store_failure = on_store_failure
         self._stats = stats or ServerStats()
         self.holds = 0  # HTTP API requests using the room without a connection
+        self.stored_bytes = 0  # an upper bound of what the store holds (compaction shrinks it)
         self._doc = Doc()
         self._last_change: bytes | None = None
         self._doc.observe(self._record_change)
@@ -77,6 +78,7 @@ class Room:
     def load(self, stored: StoredDocument) -> None:
         for part in stored.parts():
             self._doc.apply_update(part)
+            self.stored_bytes += len(part)
         self._last_change = None
 
     def state_vector(self) -> bytes:
@@ -153,6 +155,8 @@ class Room:
         Raises ProtocolError (4400) for bytes that are not a valid Yjs update."""
         if update == EMPTY_UPDATE:
             return None
+        if self.stored_bytes + len(update) > self._settings.max_document_bytes:
+            raise ProtocolError("document size limit reached", CloseCode.TOO_LARGE)
         self._last_change = None
         try:
             self._doc.apply_update(update)
@@ -173,6 +177,7 @@ class Room:
         elif not has_unintegrated_structs(update, self._doc.get_state()):
             stats.duplicate_updates += 1
             return None  # a duplicate: neither stored nor broadcast
+        self.stored_bytes += len(update)
         future = self._store.append(self.doc_id, update)
         self._writes.add(future)
         future.add_done_callback(self._write_done)

@@ -25,6 +25,10 @@ class RoomsFull(Exception):
     """Every loaded room is in use and the cap is reached."""
 
 
+class OverCapacity(Exception):
+    """Too many connections to this document, or to this server."""
+
+
 class Rooms:
     def __init__(self, store: Store, settings: Settings, stats: ServerStats | None = None) -> None:
         self._store = store
@@ -34,6 +38,7 @@ class Rooms:
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._evicting: dict[str, asyncio.Task[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.connection_count = 0
         self.loads = 0
         self.evictions = 0
 
@@ -49,7 +54,12 @@ class Rooms:
     async def join(self, doc_id: str, conn: Connection) -> Room:
         """Add ``conn`` to the room of ``doc_id``, loading the document if needed."""
         room = await self._active(doc_id)
+        if len(room.connections) >= self._settings.max_connections_per_document:
+            raise OverCapacity("too many connections to this document")
+        if self.connection_count >= self._settings.max_connections:
+            raise OverCapacity("server at its connection limit")
         room.join(conn)
+        self.connection_count += 1
         self.stats.connections_opened[conn.transport] += 1
         conn.on_close(lambda: self.stats.closes.update([conn.close_code or 0]))
         return room
@@ -83,6 +93,8 @@ class Rooms:
             return room
 
     def leave(self, room: Room, conn: Connection) -> None:
+        if conn in room.connections:
+            self.connection_count -= 1
         room.leave(conn)
         self._maybe_schedule_eviction(room)
 

@@ -16,7 +16,13 @@ class Settings:
     synchronous: str = "NORMAL"  # SQLite: NORMAL survives process crashes, FULL also power loss
     busy_timeout_ms: int = 5000  # how long a commit waits for another process's write lock
     max_message_bytes: int = 32 * MiB  # larger frames: close 4413
-    max_awareness_state_bytes: int = 64 * 1024
+    max_awareness_state_bytes: int = 64 * 1024  # larger presence states: close 4413
+    max_document_bytes: int = 256 * MiB  # stored size beyond which updates are refused (4413)
+    max_connections_per_document: int = 5_000  # beyond: close 4503
+    max_connections: int = 50_000  # per server process; beyond: close 4503
+    connect_attempts_per_minute: int = 1_200  # per client address; beyond: HTTP 429
+    messages_per_second: float = 10_000.0  # per connection, token bucket (burst 2x); 4529
+    bytes_per_second: float = 64.0 * MiB
     send_queue_messages: int = 10_000  # per connection; overflow: close 1013
     send_queue_bytes: int = 64 * MiB
     keepalive_seconds: float = 15.0  # y-websocket closes after 30 s of silence

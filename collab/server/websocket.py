@@ -7,6 +7,7 @@ Rejections happen after the upgrade, with a close code: y-websocket 3.1 stops re
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -15,8 +16,8 @@ from collab.protocol.tokens import TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant
 from collab.server.connection import Connection
-from collab.server.keys import ROOMS, SETTINGS, WEBSOCKETS
-from collab.server.rooms import Rooms, RoomsFull
+from collab.server.keys import ATTEMPTS, ROOMS, SETTINGS, WEBSOCKETS
+from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
 from collab.store.base import StoreError
 
@@ -56,6 +57,9 @@ def _peer(request: web.Request) -> str:
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
     settings: Settings = request.app[SETTINGS]
     rooms: Rooms = request.app[ROOMS]
+    if not request.app[ATTEMPTS].allow(_peer(request), time.monotonic()):
+        log.warning("refused websocket from %s: too many connection attempts", _peer(request))
+        return web.json_response({"error": "too many connection attempts"}, status=429)
     ws = CollabWebSocketResponse(
         max_msg_size=settings.max_message_bytes,
         compress=settings.ws_compress,
@@ -81,17 +85,21 @@ async def _serve(
         log.warning("rejected websocket from %s: %s", _peer(request), exc.reason)
         await ws.close(code=exc.code, message=_reason_bytes(exc.reason))
         return
-    conn = Connection(
+    conn = Connection.for_settings(
         WebSocketTransport(ws),
-        max_queue_messages=settings.send_queue_messages,
-        max_queue_bytes=settings.send_queue_bytes,
-        keepalive_seconds=settings.keepalive_seconds,
+        settings,
         can_write=grant is None or grant.can_write,
         label=f"ws {_peer(request)} {doc_id}",
+        transport_name="websocket",
     )
     expire_with_grant(conn, grant)
     try:
         room = await rooms.join(doc_id, conn)
+    except OverCapacity as exc:
+        log.warning("rejected %s: %s", conn.label, exc)
+        conn.close(CloseCode.OVER_CAPACITY, str(exc))
+        await conn.wait_closed()
+        return
     except RoomsFull as exc:
         log.warning("rejected %s: %s", conn.label, exc)
         conn.close(CloseCode.TRY_AGAIN_LATER, "server busy: too many documents loaded")
@@ -108,6 +116,7 @@ async def _serve(
                 break
             if msg.type is WSMsgType.BINARY:
                 try:
+                    conn.admit(len(msg.data))
                     await room.receive(conn, msg.data)
                 except ProtocolError as exc:
                     log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)

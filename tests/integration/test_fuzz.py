@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import sqlite3
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -80,6 +81,7 @@ def hostile_frames(rng: random.Random, seeds: list[bytes]) -> list[tuple[str, by
 async def test_hostile_frames_never_hurt_the_server_or_other_documents(http, settings) -> None:
     rng = random.Random(20261125)
     seeds = real_updates(200, seed=7)
+    settings = replace(settings, connect_attempts_per_minute=100_000)
     async with running_server(settings) as server:
         safe = await RawClient(http, server.ws_url("safe")).connect()
         await asyncio.wait_for(safe.synced.wait(), 10)
