@@ -17,6 +17,7 @@ from collab.protocol.tokens import TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, http_status, is_admin, request_token
 from collab.server.keys import ROOMS, SETTINGS, STORE, VERIFIER
+from collab.server.openapi import serve_spec
 from collab.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ async def readyz(request: web.Request) -> web.Response:
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/v1/openapi.json", serve_spec)
     app.router.add_get("/api/v1/docs", list_docs)
     app.router.add_get("/api/v1/rooms", loaded_rooms)
     app.router.add_post("/api/v1/docs/{doc:.+}/update", post_update)
