@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from aiohttp import web
 from pycrdt import Array, Doc, Map, Text, XmlFragment
@@ -233,6 +234,14 @@ async def loaded_rooms(request: web.Request) -> web.Response:
     return web.json_response({"rooms": rooms})
 
 
+ADMIN_PAGE = Path(__file__).resolve().parent.parent / "static" / "admin.html"
+
+
+async def admin_page(request: web.Request) -> web.FileResponse:
+    """The page itself is public; everything it shows comes from admin-key API calls."""
+    return web.FileResponse(ADMIN_PAGE, headers={"Cache-Control": "no-cache"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -248,6 +257,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 def add_api_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/admin", admin_page)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/v1/openapi.json", serve_spec)
     app.router.add_get("/api/v1/docs", list_docs)

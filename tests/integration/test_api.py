@@ -220,3 +220,10 @@ async def test_health_and_readiness_need_no_credentials(http, server) -> None:
         assert resp.status == 200
     async with http.get(f"{server.url}/readyz") as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "ready"
+
+
+async def test_the_admin_page_is_served_and_its_data_needs_the_admin_key(http, server) -> None:
+    async with http.get(f"{server.url}/admin") as resp:
+        assert resp.status == 200 and "Collab admin" in await resp.text()
+    async with http.get(f"{server.url}/api/v1/rooms") as resp:
+        assert resp.status == 401
