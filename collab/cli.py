@@ -245,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     from collab.bench.cli import add_bench
 
     add_bench(subparsers)
+    from collab.client.cli import add_client_commands
+
+    add_client_commands(subparsers)
     args = parser.parse_args(argv)
     return args.run(args)
 

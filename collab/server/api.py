@@ -247,9 +247,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers a read."""
+    """Ready when the store can be written."""
     try:
-        await request.app[STORE].info("")
+        await request.app[STORE].check_writable()
     except StoreError as exc:
         return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
     return web.json_response({"status": "ready", "rooms": len(request.app[ROOMS])})

@@ -71,6 +71,9 @@ class Store(Protocol):
 
     async def delete(self, doc_id: str) -> bool: ...
 
+    async def check_writable(self) -> None:
+        """Raise StoreError unless a write could be committed now (readiness)."""
+
     async def info(self, doc_id: str) -> DocumentInfo | None: ...
 
     async def list_documents(

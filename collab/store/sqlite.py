@@ -405,6 +405,16 @@ class SQLiteStore:
             await _run_pragma(writer, "incremental_vacuum")
         return deleted
 
+    async def check_writable(self) -> None:
+        """Take and release the write lock: proves the file can be written right now."""
+        writer = self._require(self._writer)
+        try:
+            async with self._write_lock:
+                await writer.execute("BEGIN IMMEDIATE")
+                await writer.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store not writable: {exc}") from exc
+
     async def checkpoint(self) -> None:
         """Move the WAL into the main file and truncate it (shrinks what is on disk)."""
         writer = self._require(self._writer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -227,3 +228,17 @@ async def test_the_admin_page_is_served_and_its_data_needs_the_admin_key(http, s
         assert resp.status == 200 and "Collab admin" in await resp.text()
     async with http.get(f"{server.url}/api/v1/rooms") as resp:
         assert resp.status == 401
+
+
+async def test_readiness_fails_while_the_store_cannot_be_written(http, settings) -> None:
+    async with running_server(replace(settings, busy_timeout_ms=20)) as server:
+        blocker = sqlite3.connect(settings.database_path, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            async with http.get(f"{server.url}/readyz") as resp:
+                assert resp.status == 503 and "not writable" in (await resp.json())["error"]
+        finally:
+            blocker.rollback()
+            blocker.close()
+        async with http.get(f"{server.url}/readyz") as resp:
+            assert resp.status == 200
