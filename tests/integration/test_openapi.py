@@ -41,7 +41,7 @@ async def test_schemathesis_finds_no_server_errors(http, tmp_path: Path) -> None
             "--header", f"Authorization: Bearer {ADMIN}",
             "--checks", "not_a_server_error,status_code_conformance",
             "--max-examples", "25", "--seed", "1",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         output, _ = await asyncio.wait_for(proc.communicate(), 240)
         report = output.decode(errors="replace")
