@@ -55,6 +55,10 @@ _SERVE_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--lp-max-frames-per-post": ("lp_max_frames_per_post", int, "frames per send (400)"),
     "--lp-max-post-bytes": ("lp_max_post_bytes", int, "send body size (413)"),
     "--shutdown-timeout-seconds": ("shutdown_timeout_seconds", float, "grace period on stop"),
+    "--redis-url": ("redis_url", str, "Redis for several nodes, e.g. redis://127.0.0.1:6379"),
+    "--redis-prefix": ("redis_prefix", str, "prefix of the Redis channel names"),
+    "--presence-timeout-seconds": ("presence_timeout_seconds", float, "remote presence TTL"),
+    "--node-id": ("node_id", str, "this node's id (random when not given)"),
     "--log-format": ("log_format", str, "text or json"),
 }
 

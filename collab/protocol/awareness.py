@@ -76,6 +76,7 @@ class RoomAwareness:
 
     def __init__(self) -> None:
         self._states: dict[int, AwarenessEntry] = {}
+        self._updated: dict[int, float] = {}  # when each state was last set
         self._owned_by_peer: dict[Hashable, int] = {}
         self._owners: dict[int, set[Hashable]] = {}
 
@@ -88,7 +89,9 @@ class RoomAwareness:
     def owned_client_id(self, peer: Hashable) -> int | None:
         return self._owned_by_peer.get(peer)
 
-    def receive(self, peer: Hashable, entries: list[AwarenessEntry]) -> list[AwarenessEntry]:
+    def receive(
+        self, peer: Hashable, entries: list[AwarenessEntry], now: float = 0.0
+    ) -> list[AwarenessEntry]:
         """Apply what ``peer`` sent; return the entries that changed (to broadcast)."""
         owned = self._owned_by_peer.get(peer)
         if owned is None and len(entries) == 1 and entries[0].state is not None:
@@ -102,9 +105,29 @@ class RoomAwareness:
                     continue  # an echo of someone else's state, or impersonation
                 if self._owners.get(entry.client_id):
                     continue  # a live connection vouches for that client
-            if self._apply(entry):
+            if self._apply(entry, now):
                 changed.append(entry)
         return changed
+
+    def apply_remote(self, entries: list[AwarenessEntry], now: float) -> list[AwarenessEntry]:
+        """Entries relayed by another server node: clock rules only (that node checked
+        ownership); return the ones that changed."""
+        return [entry for entry in entries if self._apply(entry, now)]
+
+    def local_entries(self) -> list[AwarenessEntry]:
+        """States owned by this node's connections (what it answers a cluster query with)."""
+        return [self._states[cid] for cid in self._owners if cid in self._states]
+
+    def expire(self, now: float, timeout: float) -> list[AwarenessEntry]:
+        """Remove states nobody here owns that were not renewed within ``timeout`` (clients of
+        a node that died); return the removals to broadcast."""
+        removals = []
+        for client_id, updated in list(self._updated.items()):
+            if client_id not in self._owners and now - updated > timeout:
+                entry = self._states.pop(client_id)
+                del self._updated[client_id]
+                removals.append(AwarenessEntry(client_id, entry.clock, None))
+        return removals
 
     def peer_left(self, peer: Hashable) -> list[AwarenessEntry]:
         """Forget ``peer``; return the removal to broadcast, unless another peer owns its id."""
@@ -117,19 +140,22 @@ class RoomAwareness:
             return []
         del self._owners[client_id]
         current = self._states.pop(client_id, None)
+        self._updated.pop(client_id, None)
         if current is None:
             return []
         return [AwarenessEntry(client_id, current.clock, None)]
 
-    def _apply(self, entry: AwarenessEntry) -> bool:
+    def _apply(self, entry: AwarenessEntry, now: float) -> bool:
         current = self._states.get(entry.client_id)
         current_clock = 0 if current is None else current.clock
         if entry.state is None:
             if current is None or entry.clock < current_clock:
                 return False
             del self._states[entry.client_id]
+            del self._updated[entry.client_id]
             return True
         if entry.clock <= current_clock:
             return False
         self._states[entry.client_id] = entry
+        self._updated[entry.client_id] = now
         return True

@@ -247,11 +247,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store can be written."""
+    """Ready when the store can be written and, in a cluster, the bus is connected."""
     try:
         await request.app[STORE].check_writable()
     except StoreError as exc:
         return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
+    bus = request.app[ROOMS].bus
+    if bus is not None and not bus.connected:
+        return web.json_response({"status": "unavailable", "error": "bus disconnected"}, status=503)
     return web.json_response({"status": "ready", "rooms": len(request.app[ROOMS])})
 
 

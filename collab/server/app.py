@@ -1,11 +1,13 @@
-"""create_app(settings): wires the store, the room registry and the routes; nothing else."""
+"""create_app(settings): wires the store, the bus, the room registry and the routes."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from aiohttp import web
 
+from collab.cluster.redis import RedisBus
 from collab.protocol.ratelimit import AttemptCounter
 from collab.protocol.tokens import TokenVerifier, parse_key
 from collab.protocol.wire import CloseCode
@@ -20,13 +22,7 @@ from collab.server.keys import (
     VERIFIER,
     WEBSOCKETS,
 )
-from collab.server.longpoll import (
-    LongPollSessions,
-    add_longpoll_routes,
-    new_node_id,
-    start_sessions,
-    stop_sessions,
-)
+from collab.server.longpoll import LongPollSessions, add_longpoll_routes
 from collab.server.metrics import install_metrics
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
@@ -39,6 +35,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> web.Application:
     settings = settings or Settings()
+    node_id = settings.node_id or secrets.token_hex(4)
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
     app[STORE] = store or SQLiteStore(
@@ -48,23 +45,23 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         compact_after_bytes=settings.compact_after_bytes,
         busy_timeout_ms=settings.busy_timeout_ms,
     )
-    app[ROOMS] = Rooms(app[STORE], settings)
+    bus = (
+        RedisBus(settings.redis_url, node_id, settings.redis_prefix) if settings.redis_url else None
+    )
+    app[ROOMS] = Rooms(app[STORE], settings, bus=bus)
     app[WEBSOCKETS] = set()
     app[VERIFIER] = _verifier(settings)
     app[ATTEMPTS] = AttemptCounter(settings.connect_attempts_per_minute)
-    app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=new_node_id())
+    app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=node_id)
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     add_api_routes(app)
-    install_metrics(app)
-    store_hook = getattr(app[STORE], "on_commit", False)
-    if store_hook is None:
-        app[STORE].on_commit = app[METRICS].observe_commit
     add_longpoll_routes(app)
-    app.on_startup.append(_open_store)
-    app.on_startup.append(start_sessions)
-    app.on_shutdown.append(stop_sessions)
+    install_metrics(app)
+    if getattr(app[STORE], "on_commit", False) is None:
+        app[STORE].on_commit = app[METRICS].observe_commit
+    app.on_startup.append(_start)
     app.on_shutdown.append(_close_connections)
-    app.on_cleanup.append(_close_store)
+    app.on_cleanup.append(_stop)
     return app
 
 
@@ -75,17 +72,27 @@ def _verifier(settings: Settings) -> TokenVerifier | None:
     return TokenVerifier([parse_key(key) for key in settings.auth_keys])
 
 
-async def _open_store(app: web.Application) -> None:
+async def _start(app: web.Application) -> None:
     await app[STORE].open()
+    rooms = app[ROOMS]
+    if rooms.bus is not None:
+        await rooms.bus.start(rooms.on_bus_message, rooms.on_bus_reset)
+        log.info("node %s joined the cluster through %s", rooms.bus.node_id, rooms.bus.url)
+    rooms.start()
+    app[LONGPOLL].start()
 
 
 async def _close_connections(app: web.Application) -> None:
     """Graceful stop: every peer gets 1001 and every queued update is committed."""
+    await app[LONGPOLL].stop()
     await app[ROOMS].close(CloseCode.GOING_AWAY, "server shutting down")
     for ws in list(app[WEBSOCKETS]):
         await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
 
 
-async def _close_store(app: web.Application) -> None:
+async def _stop(app: web.Application) -> None:
     await app[STORE].close()
+    bus = app[ROOMS].bus
+    if bus is not None:
+        await bus.close()
     log.info("store closed")

@@ -335,15 +335,3 @@ def add_longpoll_routes(app: web.Application) -> None:
     app.router.add_get("/lp/{sid}/poll", handle_poll)
     app.router.add_post("/lp/{sid}/send", handle_send)
     app.router.add_post("/lp/{sid}/close", handle_close)
-
-
-async def start_sessions(app: web.Application) -> None:
-    app[LONGPOLL].start()
-
-
-async def stop_sessions(app: web.Application) -> None:
-    await app[LONGPOLL].stop()
-
-
-def new_node_id() -> str:
-    return secrets.token_hex(4)

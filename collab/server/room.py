@@ -9,7 +9,9 @@ answered only after its earlier updates are committed, so a step2 reply is a dur
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections.abc import Callable
 
 from pycrdt import Doc, TransactionEvent
@@ -20,6 +22,7 @@ from collab.protocol.awareness import (
     decode_awareness_update,
     encode_awareness_update,
 )
+from collab.protocol.cluster import AppliedSeqs, BusMessage, Kind
 from collab.protocol.wire import (
     EMPTY_UPDATE,
     AwarenessMessage,
@@ -55,6 +58,7 @@ class Room:
         settings: Settings,
         on_store_failure: Callable[[Room], None] = lambda room: None,
         stats: ServerStats | None = None,
+        publish: Callable[[Kind, int, bytes], None] | None = None,
     ) -> None:
         self.doc_id = doc_id
         self.connections: set[Connection] = set()
@@ -65,6 +69,8 @@ class Room:
         self._settings = settings
         self._on_store_failure = on_store_failure
         self._stats = stats or ServerStats()
+        self._publish = publish
+        self.applied = AppliedSeqs()  # stored updates applied here (gap detection)
         self.holds = 0  # HTTP API requests using the room without a connection
         self.stored_bytes = 0  # an upper bound of what the store holds (compaction shrinks it)
         self._doc = Doc()
@@ -79,6 +85,7 @@ class Room:
         for part in stored.parts():
             self._doc.apply_update(part)
             self.stored_bytes += len(part)
+        self.applied.caught_up_to(stored.last_seq)
         self._last_change = None
 
     def state_vector(self) -> bytes:
@@ -100,7 +107,7 @@ class Room:
         self.connections.discard(conn)
         removals = self.awareness.peer_left(conn)
         if removals:
-            self._broadcast(self._awareness_message(removals))
+            self._share_awareness(removals)
 
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.connections):
@@ -180,12 +187,20 @@ class Room:
         self.stored_bytes += len(update)
         future = self._store.append(self.doc_id, update)
         self._writes.add(future)
-        future.add_done_callback(self._write_done)
+        future.add_done_callback(functools.partial(self._write_done, update))
         return future
 
-    def _write_done(self, future: asyncio.Future[int]) -> None:
+    def _write_done(self, update: bytes, future: asyncio.Future[int]) -> None:
         self._writes.discard(future)
-        if future.cancelled() or future.exception() is None or self.failed:
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            seq = future.result()
+            self.applied.mark(seq)
+            if self._publish is not None:
+                self._publish(Kind.UPDATE, seq, update)
+            return
+        if self.failed:
             return
         self.failed = True
         log.error("store failed for %r: %s", self.doc_id, future.exception())
@@ -195,9 +210,67 @@ class Room:
     def _receive_awareness(self, conn: Connection, payload: bytes) -> None:
         self._stats.awareness_in += 1
         entries = decode_awareness_update(payload, self._settings.max_awareness_state_bytes)
-        changed = self.awareness.receive(conn, entries)
+        changed = self.awareness.receive(conn, entries, time.monotonic())
         if changed:
-            self._broadcast(self._awareness_message(changed))
+            self._share_awareness(changed)
+
+    def _share_awareness(self, changed: list[AwarenessEntry]) -> None:
+        """Local connections (the sender too: the echo keeps it alive) and other nodes."""
+        payload = encode_awareness_update(changed)
+        self._broadcast(encode_message(AwarenessMessage(payload)))
+        if self._publish is not None:
+            self._publish(Kind.AWARENESS, 0, payload)
+
+    # -- other nodes (through the cluster bus) ------------------------------------------------
+
+    def receive_remote(self, message: BusMessage) -> None:
+        """Apply what another node relayed; never stored again (that node stored it)."""
+        try:
+            if message.kind is Kind.UPDATE:
+                if message.seq not in self.applied:
+                    self._apply_remote(message.payload)
+                    self.applied.mark(message.seq)
+            elif message.kind is Kind.AWARENESS:
+                entries = decode_awareness_update(message.payload, 1 << 24)
+                changed = self.awareness.apply_remote(entries, time.monotonic())
+                if changed:
+                    self._broadcast(self._awareness_message(changed))
+            elif message.kind is Kind.QUERY_AWARENESS and self._publish is not None:
+                local = self.awareness.local_entries()
+                if local:
+                    self._publish(Kind.AWARENESS, 0, encode_awareness_update(local))
+        except ProtocolError as exc:
+            log.warning(
+                "ignored a bad %s from node %s for %r: %s",
+                message.kind.name,
+                message.node_id,
+                self.doc_id,
+                exc.reason,
+            )
+
+    def catch_up(self, stored: StoredDocument) -> None:
+        """Apply what the store holds (after lost bus messages); only news is broadcast."""
+        for part in stored.parts():
+            self._apply_remote(part)
+        self.applied.caught_up_to(stored.last_seq)
+
+    def _apply_remote(self, update: bytes) -> None:
+        self._last_change = None
+        try:
+            self._doc.apply_update(update)
+        except _FATAL:
+            raise
+        except BaseException as exc:
+            raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
+        change, self._last_change = self._last_change, None
+        if change is not None:
+            self.stored_bytes += len(update)
+            self._broadcast(encode_update(change))
+
+    def expire_remote_presence(self, now: float, timeout: float) -> None:
+        removals = self.awareness.expire(now, timeout)
+        if removals:
+            self._broadcast(self._awareness_message(removals))
 
     def _broadcast(self, message: bytes) -> None:
         for conn in self.connections:

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 
+from collab.cluster.redis import BusError, RedisBus
+from collab.protocol.cluster import BusMessage, Kind
 from collab.server.connection import Connection
 from collab.server.room import Room
 from collab.server.settings import Settings
 from collab.server.stats import ServerStats
-from collab.store.base import Store
+from collab.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
+
+GAP_GRACE_SECONDS = 0.5  # a missing seq usually arrives within this; else read the store
+AUDIT_SECONDS = 30.0
 
 
 class RoomsFull(Exception):
@@ -30,10 +36,22 @@ class OverCapacity(Exception):
 
 
 class Rooms:
-    def __init__(self, store: Store, settings: Settings, stats: ServerStats | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        stats: ServerStats | None = None,
+        bus: RedisBus | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
         self.stats = stats or ServerStats()
+        self.bus = bus
+        self._buffers: dict[str, list[BusMessage]] = {}  # bus messages while a doc loads
+        self._gap_checks: dict[str, asyncio.TimerHandle] = {}
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.catch_ups = 0
         self._rooms: dict[str, Room] = {}
         self._loading: dict[str, asyncio.Task[Room]] = {}
         self._evicting: dict[str, asyncio.Task[None]] = {}
@@ -109,19 +127,110 @@ class Rooms:
     async def _load(self, doc_id: str) -> Room:
         if len(self._rooms) >= self._settings.max_rooms:
             await self._evict_least_recently_used()
-        stored = await self._store.load(doc_id)
+        publish = None
+        if self.bus is not None:
+            # Subscribe, then load: whatever is committed after the load's read arrives here.
+            self._buffers[doc_id] = []
+            try:
+                await self.bus.subscribe(doc_id)
+            except BusError:
+                del self._buffers[doc_id]
+                raise
+            publish = functools.partial(self._publish, doc_id)
+        try:
+            stored = await self._store.load(doc_id)
+        except BaseException:
+            self._buffers.pop(doc_id, None)
+            raise
         room = Room(
             doc_id,
             self._store,
             self._settings,
             on_store_failure=self._drop_failed,
             stats=self.stats,
+            publish=publish,
         )
         room.load(stored)
         room.idle_since = time.monotonic()
         self._rooms[doc_id] = room
         self.loads += 1
+        for message in self._buffers.pop(doc_id, []):
+            room.receive_remote(message)
+        if publish is not None:
+            publish(Kind.QUERY_AWARENESS, 0, b"")
+            self._check_gap(room)
         return room
+
+    def _publish(self, doc_id: str, kind: Kind, seq: int, payload: bytes) -> None:
+        assert self.bus is not None
+        self.bus.publish(doc_id, BusMessage(kind, self.bus.node_id, seq, payload))
+
+    # -- the cluster bus ---------------------------------------------------------------------
+
+    def on_bus_message(self, doc_id: str, message: BusMessage) -> None:
+        buffer = self._buffers.get(doc_id)
+        if buffer is not None:
+            buffer.append(message)
+            return
+        room = self._rooms.get(doc_id)
+        if room is not None:
+            room.receive_remote(message)
+            self._check_gap(room)
+
+    def _check_gap(self, room: Room) -> None:
+        """A hole in the sequence that is still open after a moment: read the store."""
+        if not room.applied.has_gap or room.doc_id in self._gap_checks:
+            return
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            self._gap_checks.pop(room.doc_id, None)
+            if room.applied.has_gap and self._rooms.get(room.doc_id) is room:
+                task = loop.create_task(self.catch_up([room.doc_id]))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+        self._gap_checks[room.doc_id] = loop.call_later(GAP_GRACE_SECONDS, check)
+
+    async def catch_up(self, doc_ids: list[str]) -> None:
+        """Apply from the store what the bus may have lost for these documents."""
+        for doc_id in doc_ids:
+            room = self._rooms.get(doc_id)
+            if room is None:
+                continue
+            try:
+                stored = await self._store.load(doc_id)
+            except StoreError as exc:
+                log.warning("catch-up of %r failed: %s", doc_id, exc)
+                continue
+            if self._rooms.get(doc_id) is room:
+                room.catch_up(stored)
+                self.catch_ups += 1
+
+    async def on_bus_reset(self, doc_ids: list[str]) -> None:
+        await self.catch_up(doc_ids)
+
+    def start(self) -> None:
+        self._housekeeping = asyncio.create_task(self._keep_house(), name="rooms housekeeping")
+
+    async def _keep_house(self) -> None:
+        """Every few seconds: drop presence of clients of vanished nodes; every 30 s: compare
+        each document with the store (catches a publish lost after a crash)."""
+        last_audit = time.monotonic()
+        while True:
+            await asyncio.sleep(min(3.0, self._settings.presence_timeout_seconds / 4))
+            now = time.monotonic()
+            for room in list(self._rooms.values()):
+                room.expire_remote_presence(now, self._settings.presence_timeout_seconds)
+            if self.bus is not None and now - last_audit >= AUDIT_SECONDS:
+                last_audit = now
+                behind = []
+                for room in list(self._rooms.values()):
+                    with contextlib.suppress(StoreError):
+                        info = await self._store.info(room.doc_id)
+                        if info is not None and info.last_seq > room.applied.contiguous:
+                            behind.append(room.doc_id)
+                await self.catch_up(behind)
 
     async def _evict_least_recently_used(self) -> None:
         idle = [room for room in self._rooms.values() if not room.connections and not room.holds]
@@ -149,6 +258,14 @@ class Rooms:
                 del self._rooms[room.doc_id]
             self.evictions += 1
             log.debug("evicted %r", room.doc_id)
+        await self._unsubscribe(room.doc_id)
+
+    async def _unsubscribe(self, doc_id: str) -> None:
+        if self.bus is not None and doc_id not in self._rooms:
+            handle = self._gap_checks.pop(doc_id, None)
+            if handle is not None:
+                handle.cancel()
+            await self.bus.unsubscribe(doc_id)
 
     async def evict(self, doc_id: str, code: int, reason: str) -> bool:
         """Close the document's connections with ``code`` and unload it now (admin, delete)."""
@@ -160,6 +277,7 @@ class Rooms:
         del self._rooms[doc_id]
         await room.drain_writes()
         self.evictions += 1
+        await self._unsubscribe(doc_id)
         return True
 
     def _drop_failed(self, room: Room) -> None:
@@ -176,6 +294,10 @@ class Rooms:
 
     async def close(self, code: int, reason: str) -> None:
         """Shutdown: close every connection, then wait for the rooms' writes."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+        for handle in self._gap_checks.values():
+            handle.cancel()
         for doc_id in list(self._timers):
             self._cancel_timer(doc_id)
         rooms = list(self._rooms.values())

@@ -42,6 +42,10 @@ class Settings:
     lp_max_post_bytes: int = 32 * MiB + 64 * 1024  # one frame of max_message_bytes must fit
     shutdown_timeout_seconds: float = 10.0
     log_format: str = "text"
+    redis_url: str | None = None  # several nodes share documents through Redis pub/sub
+    redis_prefix: str = "ycollab"
+    presence_timeout_seconds: float = 30.0  # presence from another node not renewed: removed
+    node_id: str | None = None  # this process in the cluster and in long-poll sids; random
     auth_keys: tuple[str, ...] = ()  # HS256 secrets ("kid:secret" or bare); empty: auth off
     admin_key: str | None = None  # Bearer key for the HTTP API and /admin
 

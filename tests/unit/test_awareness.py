@@ -108,3 +108,21 @@ def test_own_removal_is_broadcast() -> None:
     room.receive(A, [entry(1, 3)])
     assert room.receive(A, [entry(1, 3, None)]) == [entry(1, 3, None)]
     assert room.peer_left(A) == []
+
+
+def test_remote_entries_follow_clock_rules_without_ownership() -> None:
+    room = RoomAwareness()
+    assert room.apply_remote([entry(5, 2)], now=0) == [entry(5, 2)]
+    assert room.apply_remote([entry(5, 1, '{"old":1}')], now=0) == []
+    assert room.local_entries() == []
+    room.receive(A, [entry(1, 1)], now=0)
+    assert room.local_entries() == [entry(1, 1)]
+
+
+def test_unrenewed_remote_states_expire_but_local_ones_stay() -> None:
+    room = RoomAwareness()
+    room.receive(A, [entry(1, 1)], now=0)
+    room.apply_remote([entry(5, 2)], now=0)
+    room.apply_remote([entry(6, 2)], now=20)
+    assert room.expire(now=31, timeout=30) == [entry(5, 2, None)]
+    assert sorted(e.client_id for e in room.entries()) == [1, 6]
