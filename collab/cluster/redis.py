@@ -44,6 +44,7 @@ class RedisBus:
         self._on_message: MessageHandler = lambda doc_id, message: None
         self._on_reset: ResetHandler = lambda doc_ids: None
         self.connected = False
+        self._closed = False
         self.published = 0
         self.received = 0
         self.resets = 0
@@ -64,7 +65,12 @@ class RedisBus:
         ]
 
     async def close(self) -> None:
-        await self._outbox.join()
+        """Publish what is queued (a few seconds at most), then disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), 5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -104,6 +110,8 @@ class RedisBus:
 
     def publish(self, doc_id: str, message: BusMessage) -> None:
         """Queue for publishing; one task publishes in order, pipelining what queued up."""
+        if self._closed:
+            return
         self._outbox.put_nowait((self._channel(doc_id), encode_bus_message(message)))
 
     async def _publish_loop(self) -> None:
