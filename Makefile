@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install serve test test-python test-fast lint format bench clean
+.PHONY: install serve cluster test test-fast lint format bench clean
 
 install: $(INSTALLED)
 
@@ -24,6 +24,16 @@ $(JS_TEST_DEPS): tests/js/package.json tests/js/package-lock.json
 
 serve: install
 	$(BIN)/collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+REDIS_URL ?= redis://127.0.0.1:6379/0
+
+# Three independent nodes on ports 8001-8003 sharing ./data and a Redis bus (Ctrl-C stops all).
+cluster: install
+	trap 'kill 0' INT TERM EXIT; \
+	for n in 1 2 3; do \
+	  $(BIN)/collab serve --host $(HOST) --port 800$$n --data-dir $(DATA_DIR) \
+	    --redis-url $(REDIS_URL) --node-id node$$n --advertise-url http://$(HOST):800$$n & \
+	done; wait
 
 test: install $(JS_TEST_DEPS)
 	$(BIN)/pytest

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -58,6 +57,8 @@ _SERVE_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--redis-url": ("redis_url", str, "Redis for several nodes, e.g. redis://127.0.0.1:6379"),
     "--redis-prefix": ("redis_prefix", str, "prefix of the Redis channel names"),
     "--presence-timeout-seconds": ("presence_timeout_seconds", float, "remote presence TTL"),
+    "--workers": ("workers", int, "processes serving on this port (needs --redis-url)"),
+    "--advertise-url": ("advertise_url", str, "this node's own URL, for long-poll routing"),
     "--node-id": ("node_id", str, "this node's id (random when not given)"),
     "--log-format": ("log_format", str, "text or json"),
 }
@@ -104,6 +105,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="Bearer key for the HTTP API and /admin (env COLLAB_ADMIN_KEY)",
     )
     parser.add_argument(
+        "--reuse-port",
+        dest="reuse_port",
+        type=_parse_bool,
+        default=None,
+        help="share the port with other processes (set by --workers)",
+    )
+    parser.add_argument(
         "--ws-compress",
         dest="ws_compress",
         type=_parse_bool,
@@ -117,9 +125,10 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     """Flags first, then COLLAB_* variables, then the defaults."""
     values = {}
     kinds = {name: kind for name, kind, _ in _SERVE_OPTIONS.values()}
-    kinds["ws_compress"] = _parse_bool
+    kinds["ws_compress"] = kinds["reuse_port"] = _parse_bool
     flags = {name: flag for flag, (name, _, _) in _SERVE_OPTIONS.items()}
     flags["ws_compress"] = "--ws-compress"
+    flags["reuse_port"] = "--reuse-port"
     values["auth_keys"] = tuple(_auth_keys(args, environ))
     admin_key = getattr(args, "admin_key", None) or environ.get("COLLAB_ADMIN_KEY")
     if admin_key:
@@ -210,35 +219,12 @@ def _configure_logging(log_format: str) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args, dict(os.environ))
     _configure_logging(settings.log_format)
+    from collab.server.runner import serve, supervise
+
+    if settings.workers > 1:
+        return asyncio.run(supervise(settings, sys.argv[1:]))
     asyncio.run(serve(settings))
     return 0
-
-
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM, then stop gracefully (1001 to peers, pending writes flushed)."""
-    from aiohttp import web
-
-    from collab.server.app import create_app
-
-    app = create_app(settings)
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    print(f"collab listening on http://{host}:{port}", flush=True)
-    log.info("documents stored in %s", settings.database_path)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,32 @@ class RedisBus:
             with contextlib.suppress(RedisError, OSError):
                 await self._redis.aclose()
 
+    async def advertise(self, url: str, ttl_seconds: float = 30.0) -> None:
+        """Tell the other nodes where this node's long-poll endpoints answer, and keep telling
+        them (the entry expires if the node dies)."""
+        self._tasks.append(
+            asyncio.create_task(self._advertise_loop(url, ttl_seconds), name="redis-bus advertise")
+        )
+
+    async def _advertise_loop(self, url: str, ttl_seconds: float) -> None:
+        assert self._redis is not None
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(self._node_key(self.node_id), url, ex=int(ttl_seconds))
+            await asyncio.sleep(ttl_seconds / 3)
+
+    async def node_url(self, node_id: str) -> str | None:
+        """Where another node answers, if it is alive."""
+        assert self._redis is not None
+        try:
+            value = await self._redis.get(self._node_key(node_id))
+        except (RedisError, OSError):
+            return None
+        return value.decode() if value else None
+
+    def _node_key(self, node_id: str) -> str:
+        return f"{self._prefix[: -len('doc:')]}node:{node_id}"
+
     def _channel(self, doc_id: str) -> str:
         return self._prefix + doc_id
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 from collab.protocol.doc_ids import validate_doc_id
@@ -41,6 +44,7 @@ from collab.store.base import StoreError
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SESSION_GONE = (CloseCode.GOING_AWAY, "unknown or expired session")
 
 
@@ -135,12 +139,46 @@ class LongPollSessions:
         self.node_id = node_id
         self._sessions: dict[str, LongPollSession] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     def __len__(self) -> int:
         return sum(1 for s in self._sessions.values() if not s.closed)
 
     def get(self, sid: str) -> LongPollSession | None:
         return self._sessions.get(sid)
+
+    async def forward(self, request: web.Request, node: str) -> web.Response | None:
+        """Relay ``request`` to the node that owns the session; None if it is unknown."""
+        bus = self._rooms.bus
+        if bus is None:
+            return None
+        base = await bus.node_url(node)
+        if base is None:
+            return None
+        if (request.content_length or 0) > self._settings.lp_max_post_bytes:
+            return error_response(413, "body too large")
+        body = await request.read()
+        headers = {FORWARDED: self.node_id}
+        for name in ("Authorization", "Content-Type"):
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._settings.lp_poll_timeout_seconds + 15)
+            )
+        try:
+            async with self._http.request(
+                request.method, base + request.path_qs, data=body, headers=headers
+            ) as upstream:
+                payload = await upstream.read()
+                return web.Response(
+                    status=upstream.status,
+                    body=payload,
+                    headers={"Content-Type": upstream.headers.get("Content-Type", MSGPACK)},
+                )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("forwarding to node %s failed: %s", node, exc)
+            return None
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep(), name="long-poll sweeper")
@@ -153,6 +191,8 @@ class LongPollSessions:
         for session in list(self._sessions.values()):
             if session.conn is not None:
                 session.conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        if self._http is not None:
+            await self._http.close()
 
     async def open(self, doc_id: str, grant: Grant | None) -> LongPollSession:
         if len(self) >= self._settings.lp_max_sessions:
@@ -199,6 +239,26 @@ class LongPollSessions:
                     log.info("long-poll session %s expired", sid)
                     session.conn.close(CloseCode.GOING_AWAY, "session expired")
                     session.last_seen = now
+
+
+FORWARDED = "X-Collab-Forwarded"
+
+
+def _routed(handler: Handler) -> Handler:
+    """Requests for a session of another node of this deployment are passed on to it (the
+    node id is the sid's prefix; nodes advertise their address on the bus)."""
+
+    @functools.wraps(handler)
+    async def route(request: web.Request) -> web.StreamResponse:
+        sessions = request.app[LONGPOLL]
+        node = request.match_info["sid"].partition(".")[0]
+        if node != sessions.node_id and FORWARDED not in request.headers:
+            forwarded = await sessions.forward(request, node)
+            if forwarded is not None:
+                return forwarded
+        return await handler(request)
+
+    return route
 
 
 def _session(request: web.Request) -> LongPollSession:
@@ -332,6 +392,6 @@ async def handle_close(request: web.Request) -> web.Response:
 
 def add_longpoll_routes(app: web.Application) -> None:
     app.router.add_post("/lp/open", handle_open)
-    app.router.add_get("/lp/{sid}/poll", handle_poll)
-    app.router.add_post("/lp/{sid}/send", handle_send)
-    app.router.add_post("/lp/{sid}/close", handle_close)
+    app.router.add_get("/lp/{sid}/poll", _routed(handle_poll))
+    app.router.add_post("/lp/{sid}/send", _routed(handle_send))
+    app.router.add_post("/lp/{sid}/close", _routed(handle_close))

@@ -45,6 +45,9 @@ class Settings:
     redis_url: str | None = None  # several nodes share documents through Redis pub/sub
     redis_prefix: str = "ycollab"
     presence_timeout_seconds: float = 30.0  # presence from another node not renewed: removed
+    workers: int = 1  # >1: a supervisor runs that many processes on one port (needs Redis)
+    reuse_port: bool = False  # set for workers: share the public port with SO_REUSEPORT
+    advertise_url: str | None = None  # where this node answers directly (long-poll routing)
     node_id: str | None = None  # this process in the cluster and in long-poll sids; random
     auth_keys: tuple[str, ...] = ()  # HS256 secrets ("kid:secret" or bare); empty: auth off
     admin_key: str | None = None  # Bearer key for the HTTP API and /admin
