@@ -23,7 +23,7 @@ $(JS_TEST_DEPS): tests/js/package.json tests/js/package-lock.json
 	touch $@
 
 serve: install
-	$(BIN)/collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+	$(BIN)/collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --allowed-origins '*' 
 
 REDIS_URL ?= redis://127.0.0.1:6379/0
 

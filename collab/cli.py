@@ -99,6 +99,14 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="file with one auth key per line (env COLLAB_AUTH_KEY_FILE)",
     )
     parser.add_argument(
+        "--allowed-origins",
+        dest="allowed_origins",
+        default=None,
+        metavar="LIST",
+        help="comma-separated web origins that may connect, or '*' (default: own origin only; "
+        "env COLLAB_ALLOWED_ORIGINS)",
+    )
+    parser.add_argument(
         "--admin-key",
         dest="admin_key",
         default=None,
@@ -130,11 +138,14 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     flags["ws_compress"] = "--ws-compress"
     flags["reuse_port"] = "--reuse-port"
     values["auth_keys"] = tuple(_auth_keys(args, environ))
+    origins = getattr(args, "allowed_origins", None) or environ.get("COLLAB_ALLOWED_ORIGINS")
+    if origins:
+        values["allowed_origins"] = tuple(o.strip() for o in origins.split(",") if o.strip())
     admin_key = getattr(args, "admin_key", None) or environ.get("COLLAB_ADMIN_KEY")
     if admin_key:
         values["admin_key"] = admin_key
     for field in fields(Settings):
-        if field.name in ("auth_keys", "admin_key"):
+        if field.name in ("auth_keys", "admin_key", "allowed_origins"):
             continue
         value = getattr(args, field.name, None)
         if value is None:

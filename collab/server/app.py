@@ -16,6 +16,7 @@ from collab.server.keys import (
     ATTEMPTS,
     LONGPOLL,
     METRICS,
+    ORIGINS,
     ROOMS,
     SETTINGS,
     STORE,
@@ -24,6 +25,7 @@ from collab.server.keys import (
 )
 from collab.server.longpoll import LongPollSessions, add_longpoll_routes
 from collab.server.metrics import install_metrics
+from collab.server.origins import OriginPolicy, install_origin_policy
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
@@ -57,6 +59,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     add_api_routes(app)
     add_longpoll_routes(app)
     install_metrics(app)
+    app[ORIGINS] = OriginPolicy(settings.allowed_origins)
+    if app[ORIGINS].any:
+        log.warning("--allowed-origins '*': pages of every web site may connect")
+    install_origin_policy(app, app[ORIGINS])
     if getattr(app[STORE], "on_commit", False) is None:
         app[STORE].on_commit = app[METRICS].observe_commit
     app.on_startup.append(_start)

@@ -13,6 +13,7 @@ from collab.server.rooms import Rooms
 if TYPE_CHECKING:
     from collab.server.longpoll import LongPollSessions
     from collab.server.metrics import Metrics
+    from collab.server.origins import OriginPolicy
 from collab.server.settings import Settings
 from collab.store.base import Store
 
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
 WEBSOCKETS = web.AppKey("websockets", set)
+ORIGINS: web.AppKey[OriginPolicy] = web.AppKey("origins")
 ATTEMPTS = web.AppKey("attempts", AttemptCounter)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 VERIFIER = web.AppKey("verifier", TokenVerifier | None)  # type: ignore[arg-type]

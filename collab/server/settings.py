@@ -49,6 +49,7 @@ class Settings:
     reuse_port: bool = False  # set for workers: share the public port with SO_REUSEPORT
     advertise_url: str | None = None  # where this node answers directly (long-poll routing)
     node_id: str | None = None  # this process in the cluster and in long-poll sids; random
+    allowed_origins: tuple[str, ...] = ()  # web sites that may connect; "*": any; (): own only
     auth_keys: tuple[str, ...] = ()  # HS256 secrets ("kid:secret" or bare); empty: auth off
     admin_key: str | None = None  # Bearer key for the HTTP API and /admin
 

@@ -16,7 +16,7 @@ from collab.protocol.tokens import TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant
 from collab.server.connection import Connection
-from collab.server.keys import ATTEMPTS, ROOMS, SETTINGS, WEBSOCKETS
+from collab.server.keys import ATTEMPTS, ORIGINS, ROOMS, SETTINGS, WEBSOCKETS
 from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
 from collab.store.base import StoreError
@@ -78,6 +78,10 @@ async def _serve(
     request: web.Request, ws: web.WebSocketResponse, settings: Settings, rooms: Rooms
 ) -> None:
     doc_id = request.match_info["doc"]
+    if not request.app[ORIGINS].allows(request.headers.get("Origin"), request.host):
+        log.warning("refused websocket from origin %s", request.headers.get("Origin"))
+        await ws.close(code=CloseCode.FORBIDDEN, message=b"origin not allowed")
+        return
     try:
         validate_doc_id(doc_id)
         grant = authorize(request, doc_id)

@@ -59,5 +59,5 @@ def test_every_setting_has_a_flag_and_a_variable() -> None:
     from collab.cli import _SERVE_OPTIONS
 
     flagged = {name for name, _, _ in _SERVE_OPTIONS.values()}
-    special = {"ws_compress", "reuse_port", "auth_keys", "admin_key"}
+    special = {"ws_compress", "reuse_port", "auth_keys", "admin_key", "allowed_origins"}
     assert {f.name for f in fields(Settings)} == flagged | special
