@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 
@@ -92,8 +93,10 @@ async def _close_connections(app: web.Application) -> None:
     """Graceful stop: every peer gets 1001 and every queued update is committed."""
     await app[LONGPOLL].stop()
     await app[ROOMS].close(CloseCode.GOING_AWAY, "server shutting down")
-    for ws in list(app[WEBSOCKETS]):
-        await ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+    sockets = list(app[WEBSOCKETS])
+    reason = b"server shutting down"
+    closes = [ws.close(code=CloseCode.GOING_AWAY, message=reason) for ws in sockets]
+    await asyncio.gather(*closes, return_exceptions=True)
 
 
 async def _stop(app: web.Application) -> None:

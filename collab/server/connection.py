@@ -63,6 +63,7 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._closed = asyncio.Event()
         self._on_close: list[Callable[[], object]] = []
+        self._closing: asyncio.Task[None] | None = None
         now = time.monotonic()
         self._message_bucket = TokenBucket(messages_per_second, 2 * messages_per_second, now)
         self._byte_bucket = TokenBucket(bytes_per_second, 2 * bytes_per_second, now)
@@ -128,9 +129,10 @@ class Connection:
         self._queue.clear()
         self._queued_bytes = 0
         self._writer.cancel()
+        loop = asyncio.get_running_loop()
         for callback in self._on_close:
-            callback()
-        asyncio.get_running_loop().create_task(self._close_transport(code, reason))
+            loop.call_soon(callback)  # not now: the caller may be iterating over a room
+        self._closing = loop.create_task(self._close_transport(code, reason))
 
     def on_close(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` once when the connection closes (timers to cancel, counters)."""

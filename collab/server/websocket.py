@@ -6,6 +6,8 @@ Rejections happen after the upgrade, with a close code: y-websocket 3.1 stops re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -23,6 +25,7 @@ from collab.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_SECONDS = 2.0
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in 125 bytes with the code
 
 
@@ -40,14 +43,28 @@ class CollabWebSocketResponse(web.WebSocketResponse):
 
 
 class WebSocketTransport:
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
+        self._request = request
 
     async def send(self, data: bytes) -> None:
         await self._ws.send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=_reason_bytes(reason))
+        """Close with ``code``. A peer that stopped reading has a backlog in our send buffer
+        and would never let the close frame out: its TCP connection is dropped instead (which
+        also ends the handler's read loop); so is one whose close handshake stalls."""
+        transport = self._request.transport
+        if transport is not None and transport.get_write_buffer_size() > 0:
+            transport.abort()
+            return
+        closed = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_SECONDS):
+                closed = await self._ws.close(code=code, message=_reason_bytes(reason))
+        transport = self._request.transport
+        if not closed and transport is not None:
+            transport.abort()
 
 
 def _peer(request: web.Request) -> str:
@@ -61,6 +78,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         log.warning("refused websocket from %s: too many connection attempts", _peer(request))
         return web.json_response({"error": "too many connection attempts"}, status=429)
     ws = CollabWebSocketResponse(
+        timeout=CLOSE_GRACE_SECONDS,  # for the peer's close reply
         max_msg_size=settings.max_message_bytes,
         compress=settings.ws_compress,
         heartbeat=settings.ws_heartbeat_seconds or None,
@@ -90,7 +108,7 @@ async def _serve(
         await ws.close(code=exc.code, message=_reason_bytes(exc.reason))
         return
     conn = Connection.for_settings(
-        WebSocketTransport(ws),
+        WebSocketTransport(ws, request),
         settings,
         can_write=grant is None or grant.can_write,
         label=f"ws {_peer(request)} {doc_id}",

@@ -36,7 +36,7 @@ async def test_workers_share_documents_and_route_long_poll_sessions(tmp_path: Pa
             for index, writer in enumerate(writers):
                 await asyncio.wait_for(writer.synced.wait(), 10)
                 writer.text().insert(0, f"<{index}>")
-            polled = [await LongPollPeer(http, server.url).open("shared") for _ in range(4)]
+            polled = [await LongPollPeer(http, server.url).open("shared") for _ in range(12)]
             nodes = {peer.lp.sid.partition(".")[0] for peer in polled}
             assert len(nodes) >= 2, "sessions should land on several workers"
             expected_length = sum(len(f"<{i}>") for i in range(6))
