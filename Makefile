@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install serve cluster test test-fast lint format bench clean
+.PHONY: install serve cluster test test-fast lint format fuzz bench clean
 
 install: $(INSTALLED)
 
@@ -48,6 +48,11 @@ lint: install
 format: install
 	$(BIN)/ruff format collab tests examples
 	$(BIN)/ruff check --fix collab tests examples
+
+# The long hostile-input run: 100,000 WebSocket frames, long-poll and API requests.
+fuzz: install
+	COLLAB_FUZZ_INPUTS=100000 COLLAB_FUZZ_EXAMPLES=5000 $(BIN)/pytest -p no:cacheprovider \
+	  tests/integration/test_fuzz.py tests/integration/test_longpoll.py -k "fuzz" --timeout 3600
 
 bench: install
 	$(BIN)/collab bench report --output docs/benchmarks.md

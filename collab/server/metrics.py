@@ -10,7 +10,13 @@ from collections import Counter
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -20,6 +26,7 @@ from collab.server.keys import LONGPOLL, METRICS, ROOMS, STORE
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)  # RSS, open fds, CPU seconds
         self.commit_seconds = Histogram(
             "collab_store_commit_seconds",
             "Time to commit one group of updates",

@@ -242,3 +242,10 @@ async def test_readiness_fails_while_the_store_cannot_be_written(http, settings)
             blocker.close()
         async with http.get(f"{server.url}/readyz") as resp:
             assert resp.status == 200
+
+
+async def test_metrics_include_process_figures(http, server) -> None:
+    async with http.get(f"{server.url}/metrics") as resp:
+        text = await resp.text()
+    for name in ("process_resident_memory_bytes", "process_open_fds", "collab_asyncio_tasks"):
+        assert f"\n{name} " in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 
 import msgpack
@@ -262,7 +263,9 @@ async def test_fuzzed_requests_only_get_2xx_or_4xx(http, server) -> None:
     statuses: list[int] = []
 
     @hypothesis_settings(
-        max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+        max_examples=int(os.environ.get("COLLAB_FUZZ_EXAMPLES", "300")),
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     @given(
         body=_hostile,
