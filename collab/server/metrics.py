@@ -6,6 +6,7 @@ collector; only per-commit figures go through prometheus_client histograms.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
@@ -98,6 +99,9 @@ class _AppCollector(Collector):
         )
         yield GaugeMetricFamily(
             "collab_longpoll_sessions", "Open long-poll sessions", value=len(app[LONGPOLL])
+        )
+        yield GaugeMetricFamily(
+            "collab_asyncio_tasks", "Tasks on the event loop", value=len(asyncio.all_tasks())
         )
         yield CounterMetricFamily(
             "collab_store_commits", "Group commits", value=getattr(store, "commits", 0)
