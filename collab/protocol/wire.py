@@ -127,6 +127,9 @@ class Reader:
 
     def var_uint(self) -> int:
         data, pos = self._data, self.pos
+        if pos < len(data) and data[pos] < 0x80:  # one byte: message types, short lengths
+            self.pos = pos + 1
+            return data[pos]
         value = 0
         shift = 0
         for index in range(_MAX_VAR_UINT_BYTES):
@@ -149,7 +152,9 @@ class Reader:
         end = self.pos + length
         if end > len(self._data):
             raise ProtocolError("length prefix exceeds the message")
-        chunk = bytes(self._data[self.pos : end])
+        chunk = self._data[self.pos : end]
+        if not isinstance(chunk, bytes):
+            chunk = bytes(chunk)
         self.pos = end
         return chunk
 

@@ -1,0 +1,445 @@
+"""PostgreSQL store: the SQLite store's contract, for several hosts sharing one database.
+
+Same shape as ``sqlite.py``: a snapshot plus an append-only log per document and one
+group-commit writer task per process. Any number of processes may append to the same document:
+a batch reserves its sequence numbers by raising ``documents.last_seq`` in an upsert, whose row
+lock is held until the batch commits, so each document's sequence stays gap-free and in queue
+order. A batch whose COMMIT is lost with its connection is retried, so it may be stored twice;
+applying a Yjs update twice is harmless. Rows that compaction deletes are reclaimed by
+(auto)vacuum, as usual in PostgreSQL. Needs PostgreSQL 11 or newer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
+from collab.store.folding import fold_updates
+
+log = logging.getLogger(__name__)
+
+# Entry i migrates the schema from version i to i + 1. Never edit an entry that has shipped.
+_MIGRATIONS = (
+    """
+    CREATE TABLE {schema}.documents (
+      doc_id         text COLLATE "C" PRIMARY KEY,  -- byte order, as SQLite lists them
+      created_at     bigint NOT NULL,               -- unix ms
+      updated_at     bigint NOT NULL,
+      last_seq       bigint NOT NULL DEFAULT 0,
+      snapshot_seq   bigint NOT NULL DEFAULT 0,
+      snapshot       bytea,
+      snapshot_bytes bigint NOT NULL DEFAULT 0,
+      log_count      bigint NOT NULL DEFAULT 0,
+      log_bytes      bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE {schema}.updates (
+      doc_id     text COLLATE "C" NOT NULL REFERENCES {schema}.documents ON DELETE CASCADE,
+      seq        bigint NOT NULL,
+      data       bytea NOT NULL,
+      created_at bigint NOT NULL,
+      PRIMARY KEY (doc_id, seq)
+    );
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_INFO_COLUMNS = (
+    "doc_id, created_at, updated_at, last_seq, snapshot_seq, snapshot_bytes, log_count, log_bytes"
+)
+_COMMIT_ATTEMPTS = 3
+# What asyncpg raises when the server refuses, drops, times out or rejects a statement.
+# InternalClientError: a pooled connection whose server process was terminated while idle
+# fails its next statement with it (MagicStack/asyncpg#784); the pool then replaces it.
+_DB_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class _Append:
+    doc_id: str
+    data: bytes
+    future: asyncio.Future[int] = field(repr=False)
+
+
+class PostgresStore:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "collab",
+        compact_after_rows: int = 500,
+        compact_after_bytes: int = 512 * 1024,
+        batch_max_rows: int = 512,
+        batch_max_bytes: int = 4 * 1024 * 1024,
+        pool_size: int = 5,
+        command_timeout: float = 30.0,
+    ) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError("schema must be a lowercase SQL identifier (a-z, 0-9, _)")
+        self._dsn = dsn
+        self.schema = schema
+        self.compact_after_rows = compact_after_rows
+        self.compact_after_bytes = compact_after_bytes
+        self._batch_max_rows = batch_max_rows
+        self._batch_max_bytes = batch_max_bytes
+        self._pool_size = pool_size
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._compactions: dict[str, asyncio.Task[None]] = {}
+        self._closed = True
+        self.commits = 0
+        self.committed_rows = 0
+        self.compactions = 0
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                command_timeout=self._command_timeout,
+                timeout=self._command_timeout,
+            )
+            async with self._pool.acquire() as conn:
+                await self._migrate(conn)
+        except _DB_ERRORS as exc:
+            self._terminate_pool()
+            raise StoreError(
+                f"cannot open the PostgreSQL store at {_redact(self._dsn)}: {_describe(exc)}"
+            ) from exc
+        except BaseException:
+            self._terminate_pool()
+            raise
+        self._closed = False
+        self._writer_task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._queue.put(None)
+        if self._writer_task is not None:
+            await self._writer_task
+        for task in list(self._compactions.values()):
+            task.cancel()
+        await asyncio.gather(*self._compactions.values(), return_exceptions=True)
+        if self._pool is not None:
+            try:
+                await self._pool.close()
+            except _DB_ERRORS:
+                self._pool.terminate()
+        self._pool = None
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        """Bring the schema up to date; an advisory lock serialises processes starting at once
+        (CREATE SCHEMA IF NOT EXISTS alone races). Objects that exist are not created again,
+        so a role without CREATE rights can use a schema an administrator prepared."""
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"collab.migrate:{self.schema}",
+            )
+            if not await conn.fetchval(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1", self.schema
+            ):
+                await conn.execute(f"CREATE SCHEMA {self.schema}")
+            if await conn.fetchval("SELECT to_regclass($1)", f"{self.schema}.schema_version"):
+                version = await conn.fetchval(
+                    f"SELECT coalesce(max(version), 0) FROM {self.schema}.schema_version"
+                )
+            else:
+                await conn.execute(
+                    f"CREATE TABLE {self.schema}.schema_version (version integer PRIMARY KEY, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                version = 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"PostgreSQL schema {self.schema!r} has schema version {version}; "
+                    f"this server knows {SCHEMA_VERSION}"
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(_MIGRATIONS[number - 1].format(schema=self.schema))
+                await conn.execute(
+                    f"INSERT INTO {self.schema}.schema_version(version) VALUES ($1)", number
+                )
+                log.info("PostgreSQL schema %r migrated to version %d", self.schema, number)
+
+    def _terminate_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, failure: str) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; database errors inside become StoreError("<failure>: ...")."""
+        if self._pool is None:
+            raise StoreError("store is closed")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except _DB_ERRORS as exc:
+            raise StoreError(f"{failure}: {_describe(exc)}") from exc
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            future.set_exception(StoreError("store is closed"))
+        else:
+            self._queue.put_nowait(_Append(doc_id, update, future))
+        return future
+
+    async def _run_writer(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            size = len(first.data)
+            while (
+                not self._queue.empty()
+                and len(batch) < self._batch_max_rows
+                and size < self._batch_max_bytes
+            ):
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+                size += len(item.data)
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Append]) -> None:
+        now = _now_ms()
+        started = time.perf_counter()
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                seqs, stats = await self._write_batch(batch, now)
+                break
+            except StoreError as exc:
+                log.warning("commit of %d updates failed (try %d): %s", len(batch), attempt, exc)
+                if attempt == _COMMIT_ATTEMPTS:
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    return
+                await asyncio.sleep(0.05 * 2**attempt)
+        self.commits += 1
+        self.committed_rows += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(batch))
+        for item, seq in zip(batch, seqs, strict=True):
+            if not item.future.done():
+                item.future.set_result(seq)
+        for doc_id, (log_count, log_bytes) in stats.items():
+            if log_count >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
+                self._schedule_compaction(doc_id)
+
+    async def _write_batch(
+        self, batch: list[_Append], now: int
+    ) -> tuple[list[int], dict[str, tuple[int, int]]]:
+        """Commit one batch; returns each update's seq and each document's log size."""
+        counts = Counter(item.doc_id for item in batch)
+        sizes: Counter[str] = Counter()
+        for item in batch:
+            sizes[item.doc_id] += len(item.data)
+        doc_ids = sorted(counts)  # every process locks rows in one order: no deadlocks
+        async with self._connection("cannot store updates") as conn, conn.transaction():
+            reserved = await conn.fetch(
+                f"INSERT INTO {self.schema}.documents AS d "
+                "(doc_id, created_at, updated_at, last_seq, log_count, log_bytes) "
+                "SELECT doc_id, $4::bigint, $4::bigint, n, n, size "
+                "FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS t(doc_id, n, size) "
+                "ON CONFLICT (doc_id) DO UPDATE SET last_seq = d.last_seq + excluded.last_seq, "
+                "log_count = d.log_count + excluded.log_count, "
+                "log_bytes = d.log_bytes + excluded.log_bytes, updated_at = excluded.updated_at "
+                "RETURNING d.doc_id, d.last_seq, d.log_count, d.log_bytes",
+                doc_ids,
+                [counts[doc_id] for doc_id in doc_ids],
+                [sizes[doc_id] for doc_id in doc_ids],
+                now,
+            )
+            last = {row["doc_id"]: row["last_seq"] - counts[row["doc_id"]] for row in reserved}
+            seqs = []
+            for item in batch:
+                last[item.doc_id] += 1
+                seqs.append(last[item.doc_id])
+            await conn.execute(
+                f"INSERT INTO {self.schema}.updates(doc_id, seq, data, created_at) "
+                "SELECT doc_id, seq, data, $4 "
+                "FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS t(doc_id, seq, data)",
+                [item.doc_id for item in batch],
+                seqs,
+                [item.data for item in batch],
+                now,
+            )
+        return seqs, {row["doc_id"]: (row["log_count"], row["log_bytes"]) for row in reserved}
+
+    # -- compaction --------------------------------------------------------------------------
+
+    def _schedule_compaction(self, doc_id: str) -> None:
+        if doc_id in self._compactions or self._closed:
+            return
+        task = asyncio.create_task(self._compact_in_background(doc_id), name=f"compact {doc_id}")
+        self._compactions[doc_id] = task
+        task.add_done_callback(lambda _: self._compactions.pop(doc_id, None))
+
+    async def _compact_in_background(self, doc_id: str) -> None:
+        try:
+            await self.compact(doc_id)
+        except (StoreError, ValueError) as exc:
+            log.warning("compaction of %r failed: %s", doc_id, exc)
+
+    async def compact(self, doc_id: str) -> CompactionResult | None:
+        failure = f"cannot compact {doc_id!r}"
+        async with (
+            self._connection(failure) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = await conn.fetchrow(
+                "SELECT snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes, created_at "
+                f"FROM {self.schema}.documents WHERE doc_id = $1",
+                doc_id,
+            )
+            if head is None:
+                return None
+            snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes, created_at = head
+            rows = [
+                row["data"]
+                for row in await conn.fetch(
+                    f"SELECT data FROM {self.schema}.updates "
+                    "WHERE doc_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+                    doc_id,
+                    snapshot_seq,
+                    last_seq,
+                )
+            ]
+        if not rows:
+            return None
+        folded = fold_updates(([snapshot] if snapshot else []) + rows)
+        folded_bytes = sum(len(row) for row in rows)
+        async with self._connection(failure) as conn, conn.transaction():
+            status = await conn.execute(
+                f"UPDATE {self.schema}.documents SET snapshot = $1, snapshot_seq = $2, "
+                "snapshot_bytes = $3, log_count = log_count - $4, log_bytes = log_bytes - $5 "
+                "WHERE doc_id = $6 AND snapshot_seq = $7 AND created_at = $8",
+                folded,
+                last_seq,
+                len(folded),
+                len(rows),
+                folded_bytes,
+                doc_id,
+                snapshot_seq,
+                created_at,
+            )
+            # Another process compacted it first, or deleted it (perhaps to create it anew).
+            if status == "UPDATE 0":
+                return None
+            await conn.execute(
+                f"DELETE FROM {self.schema}.updates WHERE doc_id = $1 AND seq <= $2",
+                doc_id,
+                last_seq,
+            )
+        self.compactions += 1
+        result = CompactionResult(
+            doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
+        )
+        log.info(
+            "compacted %r: %d rows, %d -> %d bytes",
+            doc_id,
+            result.folded_rows,
+            result.bytes_before,
+            result.bytes_after,
+        )
+        return result
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def load(self, doc_id: str) -> StoredDocument:
+        async with (
+            self._connection(f"cannot load {doc_id!r}") as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = await conn.fetchrow(
+                "SELECT snapshot, snapshot_seq, last_seq "
+                f"FROM {self.schema}.documents WHERE doc_id = $1",
+                doc_id,
+            )
+            if head is None:
+                return StoredDocument(None, [], 0)
+            rows = await conn.fetch(
+                f"SELECT data FROM {self.schema}.updates WHERE doc_id = $1 AND seq > $2 "
+                "ORDER BY seq",
+                doc_id,
+                head["snapshot_seq"],
+            )
+        return StoredDocument(head["snapshot"], [row["data"] for row in rows], head["last_seq"])
+
+    async def info(self, doc_id: str) -> DocumentInfo | None:
+        async with self._connection(f"cannot read {doc_id!r}") as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_INFO_COLUMNS} FROM {self.schema}.documents WHERE doc_id = $1", doc_id
+            )
+        return None if row is None else DocumentInfo(*row)
+
+    async def list_documents(
+        self, prefix: str = "", after: str = "", limit: int = 100
+    ) -> list[DocumentInfo]:
+        async with self._connection("cannot list documents") as conn:
+            rows = await conn.fetch(
+                f"SELECT {_INFO_COLUMNS} FROM {self.schema}.documents "
+                "WHERE starts_with(doc_id, $1) AND doc_id > $2 ORDER BY doc_id LIMIT $3",
+                prefix,
+                after,
+                limit,
+            )
+        return [DocumentInfo(*row) for row in rows]
+
+    async def delete(self, doc_id: str) -> bool:
+        async with self._connection(f"cannot delete {doc_id!r}") as conn:
+            status = await conn.execute(
+                f"DELETE FROM {self.schema}.documents WHERE doc_id = $1", doc_id
+            )
+        return status != "DELETE 0"
+
+    async def check_writable(self) -> None:
+        """Run an UPDATE that matches nothing: it fails unless the server answers and accepts
+        writes (not a standby, not read-only), without writing anything."""
+        async with self._connection("store not writable") as conn:
+            await conn.execute(f"UPDATE {self.schema}.schema_version SET version = 0 WHERE false")
+
+
+def _describe(exc: BaseException) -> str:
+    return "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for error messages."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
