@@ -54,6 +54,8 @@ _SERVE_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--lp-max-frames-per-post": ("lp_max_frames_per_post", int, "frames per send (400)"),
     "--lp-max-post-bytes": ("lp_max_post_bytes", int, "send body size (413)"),
     "--shutdown-timeout-seconds": ("shutdown_timeout_seconds", float, "grace period on stop"),
+    "--postgres-url": ("postgres_url", str, "PostgreSQL store, e.g. postgresql://host/db"),
+    "--postgres-schema": ("postgres_schema", str, "PostgreSQL schema for the tables"),
     "--redis-url": ("redis_url", str, "Redis for several nodes, e.g. redis://127.0.0.1:6379"),
     "--redis-prefix": ("redis_prefix", str, "prefix of the Redis channel names"),
     "--presence-timeout-seconds": ("presence_timeout_seconds", float, "remote presence TTL"),

@@ -31,6 +31,7 @@ from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
 from collab.store.base import Store
+from collab.store.postgres import PostgresStore
 from collab.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     node_id = settings.node_id or secrets.token_hex(4)
     app = web.Application(client_max_size=settings.max_message_bytes)
     app[SETTINGS] = settings
-    app[STORE] = store or SQLiteStore(
-        settings.database_path,
-        synchronous=settings.synchronous,
-        compact_after_rows=settings.compact_after_rows,
-        compact_after_bytes=settings.compact_after_bytes,
-        busy_timeout_ms=settings.busy_timeout_ms,
-    )
+    app[STORE] = store or _store(settings)
     bus = (
         RedisBus(settings.redis_url, node_id, settings.redis_prefix) if settings.redis_url else None
     )
@@ -70,6 +65,23 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.on_shutdown.append(_close_connections)
     app.on_cleanup.append(_stop)
     return app
+
+
+def _store(settings: Settings) -> Store:
+    if settings.postgres_url:
+        return PostgresStore(
+            settings.postgres_url,
+            schema=settings.postgres_schema,
+            compact_after_rows=settings.compact_after_rows,
+            compact_after_bytes=settings.compact_after_bytes,
+        )
+    return SQLiteStore(
+        settings.database_path,
+        synchronous=settings.synchronous,
+        compact_after_rows=settings.compact_after_rows,
+        compact_after_bytes=settings.compact_after_bytes,
+        busy_timeout_ms=settings.busy_timeout_ms,
+    )
 
 
 def _verifier(settings: Settings) -> TokenVerifier | None:

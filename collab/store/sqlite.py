@@ -207,7 +207,13 @@ class SQLiteStore:
                     break
                 batch.append(item)
                 size += len(item.data)
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # never let one bad batch stop every later append
+                log.exception("commit failed unexpectedly")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(StoreError(f"cannot store updates: {exc}"))
 
     async def _commit(self, batch: list[_Append]) -> None:
         doc_ids = list(dict.fromkeys(item.doc_id for item in batch))
@@ -229,7 +235,10 @@ class SQLiteStore:
         self.commits += 1
         self.committed_rows += len(batch)
         if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started, len(batch))
+            try:
+                self.on_commit(time.perf_counter() - started, len(batch))
+            except Exception:
+                log.exception("commit observer failed")
         remaining = {doc_id: row[0] for doc_id, row in stats.items()}
         for item in reversed(batch):
             seq = remaining[item.doc_id]
@@ -288,14 +297,14 @@ class SQLiteStore:
             await reader.execute("BEGIN")
             try:
                 async with reader.execute(
-                    "SELECT snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes "
-                    "FROM documents WHERE doc_id = ?",
+                    "SELECT snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes, "
+                    "created_at FROM documents WHERE doc_id = ?",
                     (doc_id,),
                 ) as cursor:
                     head = await cursor.fetchone()
                 if head is None:
                     return None
-                snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes = head
+                snapshot, snapshot_seq, last_seq, snapshot_bytes, log_bytes, created_at = head
                 async with reader.execute(
                     "SELECT data FROM updates WHERE doc_id = ? AND seq > ? AND seq <= ? "
                     "ORDER BY seq",
@@ -315,8 +324,17 @@ class SQLiteStore:
                 cursor = await writer.execute(
                     "UPDATE documents SET snapshot = ?, snapshot_seq = ?, snapshot_bytes = ?, "
                     "log_count = log_count - ?, log_bytes = log_bytes - ? "
-                    "WHERE doc_id = ? AND snapshot_seq = ?",
-                    (folded, last_seq, len(folded), len(rows), folded_bytes, doc_id, snapshot_seq),
+                    "WHERE doc_id = ? AND snapshot_seq = ? AND created_at = ?",
+                    (
+                        folded,
+                        last_seq,
+                        len(folded),
+                        len(rows),
+                        folded_bytes,
+                        doc_id,
+                        snapshot_seq,
+                        created_at,
+                    ),  # the document may have been deleted and re-created meanwhile
                 )
                 if cursor.rowcount == 0:
                     await writer.execute("ROLLBACK")

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from collab.server.keys import ROOMS
 from collab.server.settings import Settings
+from tests.store.helpers import POSTGRES_URL, fresh_schema
 from tests.support import LongPollPeer, RawClient, RunningServer, ServerProcess, running_server
 
 REDIS_URL = os.environ.get("COLLAB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -46,8 +47,10 @@ async def test_clients_on_different_nodes_converge_and_see_presence(http, cluste
         for index in range(20):
             alice.text().insert(0, f"a{index} ")
             bob.text().insert(len(bob.text()), f"b{index} ")
-        await alice.wait_for(lambda: len(str(alice.text())) == len(str(bob.text())) > 100)
-        await bob.wait_for(lambda: str(alice.text()) == str(bob.text()))
+        total = sum(len(f"a{i} ") + len(f"b{i} ") for i in range(20))
+        await alice.wait_for(lambda: len(str(alice.text())) == total)
+        await bob.wait_for(lambda: len(str(bob.text())) == total)
+        assert str(alice.text()) == str(bob.text())
         await alice.set_awareness(1, '{"user":"alice"}')
         await bob.wait_for(lambda: 1 in bob.awareness)
         await alice.close()
@@ -175,3 +178,28 @@ async def test_long_poll_and_websocket_peers_on_different_nodes(http, cluster_se
         await ws.wait_for(lambda: str(ws.text()) == "hello there")
         await lp.close()
         await ws.close()
+
+
+async def test_nodes_sharing_postgresql_serve_one_document(http, cluster_settings) -> None:
+    async with fresh_schema() as (_, schema):
+        shared = replace(cluster_settings, postgres_url=POSTGRES_URL, postgres_schema=schema)
+        async with (
+            running_server(replace(shared, node_id="a")) as node_a,
+            running_server(replace(shared, node_id="b")) as node_b,
+        ):
+            alice = await synced(http, node_a, "pg")
+            bob = await synced(http, node_b, "pg")
+            alice.text().insert(0, "from a ")
+            bob.text().insert(0, "from b ")
+            await alice.wait_for(lambda: len(str(alice.text())) == 14)
+            await bob.wait_for(lambda: len(str(bob.text())) == 14)
+            assert str(bob.text()) == str(alice.text())
+            await alice.flush()
+            await bob.flush()
+            expected = str(alice.text())
+            await alice.close()
+            await bob.close()
+        async with running_server(replace(shared, node_id="c")) as node_c:  # from PostgreSQL
+            reader = await synced(http, node_c, "pg")
+            assert str(reader.text()) == expected
+            await reader.close()
