@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install serve cluster test test-fast lint format fuzz bench clean
+.PHONY: install serve cluster test test-fast lint format fuzz soak bench clean
 
 install: $(INSTALLED)
 
@@ -53,6 +53,12 @@ format: install
 fuzz: install
 	COLLAB_FUZZ_INPUTS=100000 COLLAB_FUZZ_EXAMPLES=5000 $(BIN)/pytest -p no:cacheprovider \
 	  tests/integration/test_fuzz.py tests/integration/test_longpoll.py -k "fuzz" --timeout 3600
+
+# Mixed load for SOAK_SECONDS (default 10 minutes), sampled; writes docs/reliability.md.
+SOAK_SECONDS ?= 600
+soak: install
+	COLLAB_SOAK_SECONDS=$(SOAK_SECONDS) COLLAB_SOAK_REPORT=docs/reliability.md \
+	  $(BIN)/pytest -p no:cacheprovider tests/integration/test_soak.py --timeout 7200
 
 bench: install
 	$(BIN)/collab bench report --output docs/benchmarks.md
