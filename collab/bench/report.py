@@ -1,0 +1,306 @@
+"""``collab bench report``: run every scenario against a fresh local Collab, write Markdown.
+
+Each scenario gets its own server process (``python -m collab serve --port 0`` with a
+temporary data directory and default settings), so memory figures are not skewed by an
+earlier scenario's heap and the server's pid is known for RSS and CPU readings. The tables
+have one column per server; a reference server can later be added as a second column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from collab.bench import scenarios
+from collab.bench.results import ScenarioResult, format_value, markdown_table, text_table
+from collab.bench.system import MachineInfo, machine_info, wait_for_quiet
+
+_LISTENING = re.compile(r"listening on http://(\S+)")
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 20.0
+SERVER_NAME = "Collab"
+_QUIET_PERCENT = 15.0  # each scenario waits for the machine to be this idle ...
+_QUIET_WAIT = 60.0  # ... but not longer than this
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Scenario sizes; ``quick`` shrinks them for a smoke run (figures not comparable).
+
+    Fanout runs twice: with 100 readers (the headline load) and with 10, where the bench
+    client is far from saturated, so the second run shows the server's own per-hop latency.
+    """
+
+    fanouts: tuple[tuple[int, float, float], ...] = ((100, 200.0, 10.0), (10, 200.0, 10.0))
+    throughput_writers: int = 4
+    throughput_readers: int = 20
+    throughput_duration: float = 10.0
+    throughput_window: int = 1000
+    idle_connections: int = 1000
+    idle_hold: float = 20.0  # longer than the 15 s keep-alive, so one is observed
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(((20, 100.0, 3.0), (5, 100.0, 3.0)), 2, 5, 3.0, 1000, 200, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalServer:
+    url: str
+    pid: int
+    log_path: Path
+    log_start: int  # startup warnings (e.g. "no --auth-key") are not the bench's business
+
+    def log_problems(self) -> list[str]:
+        """Warning and error lines logged during the run (send-queue overflows, store errors)."""
+        try:
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self.log_start)
+                lines = log_file.read().decode(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if " WARNING " in line or " ERROR " in line]
+
+
+@contextlib.asynccontextmanager
+async def local_server(data_dir: Path) -> AsyncIterator[LocalServer]:
+    """Start Collab as a child process on a free loopback port; stop it with SIGTERM."""
+    log_path = data_dir / "server.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collab", "serve", "--host", "127.0.0.1", "--port", "0",
+            "--data-dir", str(data_dir / "data"),
+            stdout=asyncio.subprocess.PIPE, stderr=log_file, stdin=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(_START_TIMEOUT):
+            line = (await process.stdout.readline()).decode(errors="replace")
+        found = _LISTENING.search(line)
+        if not found:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError(
+                f"the server did not start (stdout: {line.strip()!r}); its log ends with:\n"
+                + "\n".join(tail)
+            )
+        await asyncio.sleep(0.1)  # lines logged right after "listening" belong to startup
+        yield LocalServer(
+            f"ws://{found.group(1)}/ws", process.pid, log_path, log_path.stat().st_size
+        )
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                async with asyncio.timeout(_STOP_TIMEOUT):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _run_one(
+    name: str, body: Callable[[scenarios.Target], Awaitable[ScenarioResult]]
+) -> ScenarioResult:
+    busy = await wait_for_quiet(_QUIET_PERCENT, max_wait=_QUIET_WAIT)
+    if busy is not None and busy > _QUIET_PERCENT:
+        print(
+            f"collab bench: the machine stayed busy ({busy:.0f}% of a core) for {_QUIET_WAIT:g} s",
+            file=sys.stderr,
+        )
+    print(f"collab bench: running {name} against a fresh server ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="collab-bench-") as tmp:
+        async with local_server(Path(tmp)) as server:
+            result = await body(scenarios.Target(server.url, server.pid))
+            await asyncio.sleep(0.2)  # let the server log closes that our peers caused
+            warnings = server.log_problems()
+    result.add("server_log_warnings", "server log warnings/errors", len(warnings))
+    for line in warnings[:3]:
+        result.problem(f"server log: {line[:200]}")
+    print(text_table(result), file=sys.stderr, flush=True)
+    return result
+
+
+async def run_report(plan: Plan) -> list[ScenarioResult]:
+    results = []
+    for readers, rate, duration in plan.fanouts:
+        results.append(
+            await _run_one(
+                f"fanout ({readers} readers)",
+                lambda t, r=readers, u=rate, d=duration: scenarios.fanout(t, r, u, d),
+            )
+        )
+    results.append(
+        await _run_one(
+            "throughput",
+            lambda t: scenarios.throughput(
+                t,
+                plan.throughput_writers,
+                plan.throughput_readers,
+                plan.throughput_duration,
+                plan.throughput_window,
+            ),
+        )
+    )
+    results.append(
+        await _run_one(
+            "idle", lambda t: scenarios.idle(t, plan.idle_connections, hold=plan.idle_hold)
+        )
+    )
+    return results
+
+
+_ABOUT = {
+    "fanout": (
+        "One writer inserts a short marked string into a Y.Text at a fixed rate; every reader "
+        "is connected to the same document. Latency is the time from the writer's send call to "
+        "a reader's receipt of the `00 02` frame that carries that update (the bench finds the "
+        "writer's marker inside the forwarded update, so order is checked, not assumed). "
+        "All readers live in the one bench process, so with many readers the bench client's "
+        "CPU, not only the server, sets the latency; compare the run with fewer readers."
+    ),
+    "throughput": (
+        "Several writers on one document send as fast as the slowest reader keeps up: at most "
+        "*window* updates are sent but not yet received by every reader (flow control through "
+        "the readers, since the protocol has no acknowledgement). Every accepted update is "
+        "applied, stored in SQLite and forwarded to the readers and to the other writers. "
+        "Writers append to the end of the text, like typing, so the document grows during "
+        "the run; pycrdt's cost of applying such an update grows with the length of the "
+        "appended run of text, which is why the last second is slower than the first."
+    ),
+    "idle": (
+        "Connections that sync and then stay silent, ten per document. Server memory is "
+        "VmRSS of the server process after a warm-up connection, then with every connection "
+        "open; the difference is divided by the number of connections (it includes the loaded "
+        "documents and the per-connection writer task and queue). The server also needs one "
+        "file descriptor per connection, so the bench raises its open-files limit to the hard "
+        "limit before starting the server, which inherits it."
+    ),
+}
+
+
+_CONDITIONS = (
+    "**The bench client and the server share these {cpus} cores**, and both are "
+    "single-threaded asyncio processes. The client's CPU use is shown next to the server's in "
+    "every table: when the client is near 100 % of a core, the figures measure the client as "
+    "much as the server; the row *other processes' CPU* shows what the rest of the machine "
+    "took meanwhile (a run above 20 % of a core is flagged; before each scenario the bench "
+    "waits, at most a minute, for the machine to be nearly idle). Latencies include the client's "
+    "own scheduling: the readers of one update are served one after another by one event "
+    "loop, so p99 grows with the number of readers even on an ideal server. Everything runs "
+    "over loopback (127.0.0.1). Each scenario runs against a fresh server (`python -m collab "
+    "serve --port 0`, SQLite in a temporary directory, default settings: WAL, "
+    "`synchronous=NORMAL`)."
+)
+
+_HEADLINES = {
+    "fanout": ("latency_p50_ms", "latency_p99_ms", "delivered_per_s"),
+    "throughput": ("accepted_per_s", "delivered_per_s"),
+    "idle": ("rss_per_conn_kib",),
+}
+
+
+def _short_name(result: ScenarioResult) -> str:
+    if result.scenario == "fanout":
+        return f"fanout, {result.params['readers']} readers"
+    return result.scenario
+
+
+def _summary(results: list[ScenarioResult]) -> str:
+    lines = [f"| | {SERVER_NAME} |", "| --- | ---: |"]
+    skewed = False
+    for result in results:
+        mark = " *" if result.warnings else ""
+        skewed = skewed or bool(mark)
+        for key in _HEADLINES.get(result.scenario, ()):
+            metric = next((m for m in result.metrics if m.key == key), None)
+            if metric is not None:
+                value = format_value(metric.value, metric.unit)
+                lines.append(f"| {_short_name(result)}: {metric.label} | {value}{mark} |")
+    if skewed:
+        lines += ["", "\\* measured while other processes took CPU (see the scenario's warnings)."]
+    return "\n".join(lines)
+
+
+def render(results: list[ScenarioResult], machine: MachineInfo, plan: Plan, quick: bool) -> str:
+    command = "collab bench report --output docs/benchmarks.md" + (" --quick" if quick else "")
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` (`make bench`) on {machine.date}. One run on the machine "
+        "below; rerun it to compare revisions on the same machine, not across machines.",
+    ]
+    if quick:
+        parts += ["", "**Quick run: reduced sizes, figures are a smoke test only.**"]
+    parts += [
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| CPU | {machine.cpus} × {machine.cpu_model} |",
+        f"| memory | {machine.memory} |",
+        f"| OS | {machine.kernel} |",
+        f"| Python / pycrdt / aiohttp | {machine.python} / {machine.pycrdt} / {machine.aiohttp} |",
+        f"| Collab revision | {machine.git} |",
+        f"| open-files limit (bench and server) | {machine.open_files} |",
+        f"| load average before the run (1 / 5 / 15 min) | {machine.load} |",
+        "",
+        _CONDITIONS.format(cpus=machine.cpus),
+        "",
+        "## Summary",
+        "",
+        _summary(results),
+        "",
+        "The tables have one column per server. A reference server (e.g. the y-websocket "
+        "reference server) will be added as a further column by a later change; no figures "
+        "for it exist yet.",
+    ]
+    for result in results:
+        params = ", ".join(f"{k}={v}" for k, v in result.params.items())
+        parts += ["", f"## {result.title}", "", _ABOUT.get(result.scenario, ""), ""]
+        parts += [f"Parameters: `{params}`.", "", markdown_table([(SERVER_NAME, result)])]
+        if result.problems:
+            parts += ["", "Problems seen in this run:", ""]
+            parts += [f"- {text}" for text in result.problems]
+        if result.warnings:
+            parts += ["", "Warnings:", ""]
+            parts += [f"- {text}" for text in result.warnings]
+    parts += [
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        f".venv/bin/{command}",
+        "# or one scenario against any y-websocket compatible server:",
+        "collab bench fanout --url ws://127.0.0.1:8000/ws --readers {} --rate {:g} "
+        "--duration {:g}".format(*plan.fanouts[0]),
+        f"collab bench throughput --url ws://127.0.0.1:8000/ws --writers "
+        f"{plan.throughput_writers} --readers {plan.throughput_readers} "
+        f"--duration {plan.throughput_duration:g} --window {plan.throughput_window}",
+        f"collab bench idle --url ws://127.0.0.1:8000/ws --connections "
+        f"{plan.idle_connections} --server-pid <pid of the server>",
+        "```",
+        "",
+        "`--server-pid` enables the memory and CPU readings (from `/proc`, same machine only); "
+        "`--json` prints machine-readable results.",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+async def write_report(output: Path, plan: Plan, quick: bool) -> list[ScenarioResult]:
+    machine = machine_info()  # before the run: the load average must not include ours
+    results = await run_report(plan)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    text = render(results, machine, plan, quick)
+    temporary = output.with_name(output.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, output)
+    return results
