@@ -65,6 +65,7 @@ class Connection:
         self._on_close: list[Callable[[], object]] = []
         self._closing: asyncio.Task[None] | None = None
         now = time.monotonic()
+        self.last_sent = now
         self._message_bucket = TokenBucket(messages_per_second, 2 * messages_per_second, now)
         self._byte_bucket = TokenBucket(bytes_per_second, 2 * bytes_per_second, now)
         self._writer = asyncio.create_task(self._run_writer(), name=f"writer {self.label}")
@@ -93,6 +94,13 @@ class Connection:
             messages_per_second=settings.messages_per_second,
             bytes_per_second=settings.bytes_per_second,
         )
+
+    def keep_alive(self, now: float) -> None:
+        """Send the no-op frame if nothing went out for the keep-alive interval (called by a
+        periodic sweep: no timer per connection or per message)."""
+        if not self._queue and now - self.last_sent >= self._keepalive:
+            self.last_sent = now
+            self.send(KEEP_ALIVE)
 
     def admit(self, size: int) -> None:
         """Charge one incoming frame to the rate limits; ProtocolError(4529) when over."""
@@ -151,17 +159,13 @@ class Connection:
         queue, transport = self._queue, self._transport
         try:
             while True:
-                if not queue:
-                    self._wakeup.clear()
-                    try:
-                        async with asyncio.timeout(self._keepalive):
-                            await self._wakeup.wait()
-                    except TimeoutError:
-                        await transport.send(KEEP_ALIVE)
-                    continue
-                data = queue.popleft()
-                self._queued_bytes -= len(data)
-                await transport.send(data)
+                while queue:
+                    data = queue.popleft()
+                    self._queued_bytes -= len(data)
+                    await transport.send(data)
+                self.last_sent = time.monotonic()  # once per burst, not per message
+                self._wakeup.clear()
+                await self._wakeup.wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer went away mid-send

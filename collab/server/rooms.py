@@ -230,14 +230,20 @@ class Rooms:
         self._housekeeping = asyncio.create_task(self._keep_house(), name="rooms housekeeping")
 
     async def _keep_house(self) -> None:
-        """Every few seconds: drop presence of clients of vanished nodes; every 30 s: compare
-        each document with the store (catches a publish lost after a crash)."""
+        """Every few seconds: keep-alive frames for quiet connections, drop presence of
+        clients of vanished nodes; every 30 s: compare each document with the store (catches
+        a publish lost after a crash)."""
         last_audit = time.monotonic()
         while True:
-            await asyncio.sleep(min(3.0, self._settings.presence_timeout_seconds / 4))
+            settings = self._settings
+            await asyncio.sleep(
+                min(3.0, settings.presence_timeout_seconds / 4, settings.keepalive_seconds / 3)
+            )
             now = time.monotonic()
             for room in list(self._rooms.values()):
-                room.expire_remote_presence(now, self._settings.presence_timeout_seconds)
+                room.expire_remote_presence(now, settings.presence_timeout_seconds)
+                for conn in room.connections:
+                    conn.keep_alive(now)
             if self.bus is not None and now - last_audit >= AUDIT_SECONDS:
                 last_audit = now
                 behind = []
