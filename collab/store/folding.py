@@ -7,7 +7,26 @@ unintegrated structs are merged back into the snapshot verbatim.
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 from pycrdt import Doc, get_update, merge_updates
+
+INLINE_FOLD_BYTES = 64 * 1024  # below this, folding is quicker than a trip to the worker
+_pool: ProcessPoolExecutor | None = None
+
+
+async def fold_off_loop(parts: list[bytes]) -> bytes:
+    """fold_updates without blocking the event loop: pycrdt holds the GIL while it applies
+    updates (threads do not help), so large folds run in a worker process."""
+    if sum(len(part) for part in parts) < INLINE_FOLD_BYTES:
+        return fold_updates(parts)
+    global _pool
+    if _pool is None:
+        # forkserver: forking this process (with its store threads) could inherit held locks
+        _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
+    return await asyncio.get_running_loop().run_in_executor(_pool, fold_updates, parts)
 
 
 def fold_updates(parts: list[bytes]) -> bytes:

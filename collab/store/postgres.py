@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
-from collab.store.folding import fold_updates
+from collab.store.folding import fold_off_loop
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class PostgresStore:
             ]
         if not rows:
             return None
-        folded = fold_updates(([snapshot] if snapshot else []) + rows)
+        folded = await fold_off_loop(([snapshot] if snapshot else []) + rows)
         folded_bytes = sum(len(row) for row in rows)
         async with self._connection(failure) as conn, conn.transaction():
             status = await conn.execute(

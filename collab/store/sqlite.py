@@ -20,7 +20,7 @@ from pathlib import Path
 import aiosqlite
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
-from collab.store.folding import fold_updates
+from collab.store.folding import fold_off_loop
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class SQLiteStore:
                 await reader.execute("COMMIT")
         if not rows:
             return None
-        folded = fold_updates(([snapshot] if snapshot else []) + rows)
+        folded = await fold_off_loop(([snapshot] if snapshot else []) + rows)
         folded_bytes = sum(len(row) for row in rows)
         writer = self._require(self._writer)
         async with self._write_lock:
