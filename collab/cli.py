@@ -28,6 +28,7 @@ _SERVE_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--port": ("port", int, "TCP port (0 picks a free one)"),
     "--data-dir": ("data_dir", Path, "directory of the SQLite database"),
     "--synchronous": ("synchronous", str, "SQLite synchronous mode: NORMAL or FULL"),
+    "--max-store-backlog": ("max_store_backlog", int, "uncommitted updates before pausing"),
     "--busy-timeout-ms": ("busy_timeout_ms", int, "wait for another writer's lock"),
     "--max-message-bytes": ("max_message_bytes", int, "largest accepted frame (close 4413)"),
     "--max-awareness-state-bytes": ("max_awareness_state_bytes", int, "largest presence state"),

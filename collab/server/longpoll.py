@@ -35,7 +35,7 @@ from collab.protocol.tokens import Grant, TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant, http_status
 from collab.server.connection import Connection
-from collab.server.keys import ATTEMPTS, LONGPOLL, SETTINGS
+from collab.server.keys import ATTEMPTS, LONGPOLL, SETTINGS, STORE
 from collab.server.room import Room
 from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
@@ -342,7 +342,7 @@ async def handle_send(request: web.Request) -> web.Response:
                 return web.Response(
                     status=409, body=encode_send_ack(gap.last_useq), content_type=MSGPACK
                 )
-            await _apply(session, fresh)
+            await _apply(request, session, fresh)
             return web.Response(
                 body=encode_send_ack(session.upstream.last_useq), content_type=MSGPACK
             )
@@ -353,7 +353,7 @@ async def handle_send(request: web.Request) -> web.Response:
         return error_response(exc.status, exc.reason)
 
 
-async def _apply(session: LongPollSession, frames: list[bytes]) -> None:
+async def _apply(request: web.Request, session: LongPollSession, frames: list[bytes]) -> None:
     conn, room = session.conn, session.room
     assert conn is not None and room is not None
     for frame in frames:
@@ -371,6 +371,9 @@ async def _apply(session: LongPollSession, frames: list[bytes]) -> None:
             conn.close(CloseCode.INTERNAL_ERROR, "storage error")
             raise _Gone(CloseCode.INTERNAL_ERROR, "storage error") from exc
         session.upstream.processed()
+    store, settings = request.app[STORE], request.app[SETTINGS]
+    if store.backlog >= settings.max_store_backlog:  # the answer waits: backpressure
+        await store.wait_for_backlog(settings.max_store_backlog // 2)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:

@@ -14,6 +14,7 @@ class Settings:
     port: int = 8000
     data_dir: Path = Path("data")
     synchronous: str = "NORMAL"  # SQLite: NORMAL survives process crashes, FULL also power loss
+    max_store_backlog: int = 20_000  # uncommitted updates before readers pause (backpressure)
     busy_timeout_ms: int = 5000  # how long a commit waits for another process's write lock
     max_message_bytes: int = 32 * MiB  # larger frames: close 4413
     max_awareness_state_bytes: int = 64 * 1024  # larger presence states: close 4413

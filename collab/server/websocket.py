@@ -18,7 +18,7 @@ from collab.protocol.tokens import TokenError
 from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant
 from collab.server.connection import Connection
-from collab.server.keys import ATTEMPTS, ORIGINS, ROOMS, SETTINGS, WEBSOCKETS
+from collab.server.keys import ATTEMPTS, ORIGINS, ROOMS, SETTINGS, STORE, WEBSOCKETS
 from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
 from collab.store.base import StoreError
@@ -96,6 +96,7 @@ async def _serve(
     request: web.Request, ws: web.WebSocketResponse, settings: Settings, rooms: Rooms
 ) -> None:
     doc_id = request.match_info["doc"]
+    store = request.app[STORE]
     if not request.app[ORIGINS].allows(request.headers.get("Origin"), request.host):
         log.warning("refused websocket from origin %s", request.headers.get("Origin"))
         await ws.close(code=CloseCode.FORBIDDEN, message=b"origin not allowed")
@@ -140,6 +141,8 @@ async def _serve(
                 try:
                     conn.admit(len(msg.data))
                     await room.receive(conn, msg.data)
+                    if store.backlog >= settings.max_store_backlog:
+                        await store.wait_for_backlog(settings.max_store_backlog // 2)
                 except ProtocolError as exc:
                     log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)
                     conn.close(exc.code, exc.reason)

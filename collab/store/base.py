@@ -65,6 +65,14 @@ class Store(Protocol):
         The future resolves to the update's sequence number once it is committed, or fails with
         StoreError. Updates are committed in the order they were appended."""
 
+    @property
+    def backlog(self) -> int:
+        """Appends waiting for a commit."""
+
+    async def wait_for_backlog(self, below: int) -> None:
+        """Return once fewer than ``below`` appends wait: readers pause meanwhile, so a store
+        that cannot keep up slows the writers instead of queueing without bound."""
+
     async def compact(self, doc_id: str) -> CompactionResult | None:
         """Fold the log into the snapshot; None when there was nothing to fold or a
         concurrent compaction won."""

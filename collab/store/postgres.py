@@ -18,12 +18,12 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 
 import asyncpg
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
 from collab.store.folding import fold_off_loop
+from collab.store.group_commit import Append, GroupCommitter, Written
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _INFO_COLUMNS = (
     "doc_id, created_at, updated_at, last_seq, snapshot_seq, snapshot_bytes, log_count, log_bytes"
 )
-_COMMIT_ATTEMPTS = 3
 # What asyncpg raises when the server refuses, drops, times out or rejects a statement.
 # InternalClientError: a pooled connection whose server process was terminated while idle
 # fails its next statement with it (MagicStack/asyncpg#784); the pool then replaces it.
@@ -71,13 +70,6 @@ _DB_ERRORS = (
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(slots=True)
-class _Append:
-    doc_id: str
-    data: bytes
-    future: asyncio.Future[int] = field(repr=False)
 
 
 class PostgresStore:
@@ -99,19 +91,20 @@ class PostgresStore:
         self.schema = schema
         self.compact_after_rows = compact_after_rows
         self.compact_after_bytes = compact_after_bytes
-        self._batch_max_rows = batch_max_rows
-        self._batch_max_bytes = batch_max_bytes
         self._pool_size = pool_size
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
-        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        self._committer = GroupCommitter(
+            self._write_batch,
+            retry_on=(StoreError,),
+            on_log_size=self._maybe_compact,
+            batch_max_rows=batch_max_rows,
+            batch_max_bytes=batch_max_bytes,
+            name="postgres-writer",
+        )
         self._compactions: dict[str, asyncio.Task[None]] = {}
         self._closed = True
-        self.commits = 0
-        self.committed_rows = 0
         self.compactions = 0
-        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -135,15 +128,13 @@ class PostgresStore:
             self._terminate_pool()
             raise
         self._closed = False
-        self._writer_task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+        self._committer.start()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._queue.put(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._committer.close()
         for task in list(self._compactions.values()):
             task.cancel()
         await asyncio.gather(*self._compactions.values(), return_exceptions=True)
@@ -208,64 +199,34 @@ class PostgresStore:
     # -- writes ------------------------------------------------------------------------------
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if self._closed:
-            future.set_exception(StoreError("store is closed"))
-        else:
-            self._queue.put_nowait(_Append(doc_id, update, future))
-        return future
+        return self._committer.append(doc_id, update)
 
-    async def _run_writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.data)
-            while (
-                not self._queue.empty()
-                and len(batch) < self._batch_max_rows
-                and size < self._batch_max_bytes
-            ):
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                size += len(item.data)
-            await self._commit(batch)
+    @property
+    def backlog(self) -> int:
+        return self._committer.backlog
 
-    async def _commit(self, batch: list[_Append]) -> None:
-        now = _now_ms()
-        started = time.perf_counter()
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                seqs, stats = await self._write_batch(batch, now)
-                break
-            except StoreError as exc:
-                log.warning("commit of %d updates failed (try %d): %s", len(batch), attempt, exc)
-                if attempt == _COMMIT_ATTEMPTS:
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(exc)
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
-        self.commits += 1
-        self.committed_rows += len(batch)
-        if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started, len(batch))
-        for item, seq in zip(batch, seqs, strict=True):
-            if not item.future.done():
-                item.future.set_result(seq)
-        for doc_id, (log_count, log_bytes) in stats.items():
-            if log_count >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
-                self._schedule_compaction(doc_id)
+    async def wait_for_backlog(self, below: int) -> None:
+        await self._committer.wait_for_backlog(below)
 
-    async def _write_batch(
-        self, batch: list[_Append], now: int
-    ) -> tuple[list[int], dict[str, tuple[int, int]]]:
+    @property
+    def commits(self) -> int:
+        return self._committer.commits
+
+    @property
+    def committed_rows(self) -> int:
+        return self._committer.committed_rows
+
+    @property
+    def on_commit(self) -> Callable[[float, int], None] | None:
+        return self._committer.on_commit
+
+    @on_commit.setter
+    def on_commit(self, observer: Callable[[float, int], None] | None) -> None:
+        self._committer.on_commit = observer
+
+    async def _write_batch(self, batch: list[Append]) -> Written:
         """Commit one batch; returns each update's seq and each document's log size."""
+        now = _now_ms()
         counts = Counter(item.doc_id for item in batch)
         sizes: Counter[str] = Counter()
         for item in batch:
@@ -300,7 +261,13 @@ class PostgresStore:
                 [item.data for item in batch],
                 now,
             )
-        return seqs, {row["doc_id"]: (row["log_count"], row["log_bytes"]) for row in reserved}
+        return Written(
+            seqs, {row["doc_id"]: (row["log_count"], row["log_bytes"]) for row in reserved}
+        )
+
+    def _maybe_compact(self, doc_id: str, log_rows: int, log_bytes: int) -> None:
+        if log_rows >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
+            self._schedule_compaction(doc_id)
 
     # -- compaction --------------------------------------------------------------------------
 

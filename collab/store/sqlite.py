@@ -14,13 +14,13 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
 from collab.store.folding import fold_off_loop
+from collab.store.group_commit import Append, GroupCommitter, Written
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +60,9 @@ _INFO_COLUMNS = (
     "doc_id, created_at, updated_at, last_seq, snapshot_seq, snapshot_bytes, log_count, log_bytes"
 )
 
-_COMMIT_ATTEMPTS = 3
-
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass(slots=True)
-class _Append:
-    doc_id: str
-    data: bytes
-    future: asyncio.Future[int] = field(repr=False)
 
 
 class SQLiteStore:
@@ -92,21 +83,22 @@ class SQLiteStore:
         self.synchronous = synchronous.upper()
         self.compact_after_rows = compact_after_rows
         self.compact_after_bytes = compact_after_bytes
-        self._batch_max_rows = batch_max_rows
-        self._batch_max_bytes = batch_max_bytes
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
-        self._queue: asyncio.Queue[_Append | None] = asyncio.Queue()
-        self._writer_task: asyncio.Task[None] | None = None
+        self._committer = GroupCommitter(
+            self._write_batch,
+            retry_on=(sqlite3.Error,),
+            on_log_size=self._maybe_compact,
+            batch_max_rows=batch_max_rows,
+            batch_max_bytes=batch_max_bytes,
+            name="sqlite-writer",
+        )
         self._compactions: dict[str, asyncio.Task[None]] = {}
         self._closed = True
-        self.commits = 0
-        self.committed_rows = 0
         self.compactions = 0
-        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -123,15 +115,13 @@ class SQLiteStore:
             await self._close_connections()
             raise
         self._closed = False
-        self._writer_task = asyncio.create_task(self._run_writer(), name="sqlite-writer")
+        self._committer.start()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        await self._queue.put(None)
-        if self._writer_task is not None:
-            await self._writer_task
+        await self._committer.close()
         for task in list(self._compactions.values()):
             task.cancel()
         await asyncio.gather(*self._compactions.values(), return_exceptions=True)
@@ -181,77 +171,35 @@ class SQLiteStore:
     # -- writes ------------------------------------------------------------------------------
 
     def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        if self._closed:
-            future.set_exception(StoreError("store is closed"))
-        else:
-            self._queue.put_nowait(_Append(doc_id, update, future))
-        return future
+        return self._committer.append(doc_id, update)
 
-    async def _run_writer(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            size = len(first.data)
-            while (
-                not self._queue.empty()
-                and len(batch) < self._batch_max_rows
-                and size < self._batch_max_bytes
-            ):
-                item = self._queue.get_nowait()
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-                size += len(item.data)
-            try:
-                await self._commit(batch)
-            except Exception as exc:  # never let one bad batch stop every later append
-                log.exception("commit failed unexpectedly")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(StoreError(f"cannot store updates: {exc}"))
+    @property
+    def backlog(self) -> int:
+        return self._committer.backlog
 
-    async def _commit(self, batch: list[_Append]) -> None:
+    async def wait_for_backlog(self, below: int) -> None:
+        await self._committer.wait_for_backlog(below)
+
+    @property
+    def commits(self) -> int:
+        return self._committer.commits
+
+    @property
+    def committed_rows(self) -> int:
+        return self._committer.committed_rows
+
+    @property
+    def on_commit(self) -> Callable[[float, int], None] | None:
+        return self._committer.on_commit
+
+    @on_commit.setter
+    def on_commit(self, observer: Callable[[float, int], None] | None) -> None:
+        self._committer.on_commit = observer
+
+    async def _write_batch(self, batch: list[Append]) -> Written:
+        """One transaction; the database assigns the seqs (gap-free across processes)."""
         doc_ids = list(dict.fromkeys(item.doc_id for item in batch))
         now = _now_ms()
-        started = time.perf_counter()
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                stats = await self._write_batch(batch, doc_ids, now)
-                break
-            except sqlite3.Error as exc:
-                log.warning("commit of %d updates failed (try %d): %s", len(batch), attempt, exc)
-                if attempt == _COMMIT_ATTEMPTS:
-                    error = StoreError(f"cannot store updates: {exc}")
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(error)
-                    return
-                await asyncio.sleep(0.05 * 2**attempt)
-        self.commits += 1
-        self.committed_rows += len(batch)
-        if self.on_commit is not None:
-            try:
-                self.on_commit(time.perf_counter() - started, len(batch))
-            except Exception:
-                log.exception("commit observer failed")
-        remaining = {doc_id: row[0] for doc_id, row in stats.items()}
-        for item in reversed(batch):
-            seq = remaining[item.doc_id]
-            remaining[item.doc_id] = seq - 1
-            if not item.future.done():
-                item.future.set_result(seq)
-        for doc_id, (_, log_count, log_bytes) in stats.items():
-            if log_count >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
-                self._schedule_compaction(doc_id)
-
-    async def _write_batch(
-        self, batch: list[_Append], doc_ids: list[str], now: int
-    ) -> dict[str, tuple[int, int, int]]:
         db = self._require(self._writer)
         async with self._write_lock:
             await db.execute("BEGIN IMMEDIATE")
@@ -274,9 +222,19 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
                 raise
-        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+        last = {row[0]: row[1] for row in rows}
+        seqs = [0] * len(batch)
+        for index in range(len(batch) - 1, -1, -1):  # a doc's k rows end at its last_seq
+            doc_id = batch[index].doc_id
+            seqs[index] = last[doc_id]
+            last[doc_id] -= 1
+        return Written(seqs, {row[0]: (row[2], row[3]) for row in rows})
 
     # -- compaction --------------------------------------------------------------------------
+
+    def _maybe_compact(self, doc_id: str, log_rows: int, log_bytes: int) -> None:
+        if log_rows >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
+            self._schedule_compaction(doc_id)
 
     def _schedule_compaction(self, doc_id: str) -> None:
         if doc_id in self._compactions or self._closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import replace
 
 import aiohttp
@@ -10,6 +11,7 @@ import pytest
 
 from collab.protocol.awareness import AwarenessEntry, encode_awareness_update
 from collab.protocol.wire import AwarenessMessage, CloseCode, encode_message
+from collab.server.keys import STORE
 from collab.server.settings import Settings
 from tests.support import RawClient, running_server
 
@@ -99,3 +101,28 @@ async def test_oversized_presence_closes_with_4413(http, settings) -> None:
         await ws.send_bytes(encode_message(AwarenessMessage(encode_awareness_update([entry]))))
         code, reason = await close_of(ws)
         assert code == CloseCode.TOO_LARGE and "awareness" in reason
+
+
+async def test_a_store_that_falls_behind_pauses_writers_instead_of_queueing(
+    http, settings
+) -> None:
+    slow_disk = replace(settings, max_store_backlog=50, busy_timeout_ms=20_000)
+    async with running_server(slow_disk) as server:
+        store = server.app[STORE]
+        writer = await synced(http, server)
+        reader = await synced(http, server)
+        blocker = sqlite3.connect(settings.database_path, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")  # commits stall until it lets go
+        try:
+            for _ in range(500):
+                writer.text().insert(0, "x")
+            await asyncio.sleep(1.0)
+            assert 50 <= store.backlog < 150  # the server stopped reading, not queueing 500
+        finally:
+            blocker.rollback()
+            blocker.close()
+        await writer.flush(timeout=30)
+        await reader.wait_for(lambda: len(str(reader.text())) == 500, timeout=30)
+        assert store.backlog == 0
+        await writer.close()
+        await reader.close()
