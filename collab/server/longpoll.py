@@ -203,7 +203,8 @@ class LongPollSessions:
             session,
             self._settings,
             can_write=grant is None or grant.can_write,
-            label=f"lp {sid[:12]} {doc_id}",
+            label=f"lp {sid[:12]} {doc_id}"
+            + (f" sub={grant.subject}" if grant and grant.subject else ""),
             transport_name="long-poll",
         )
         expire_with_grant(conn, grant)

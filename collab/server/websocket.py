@@ -112,7 +112,8 @@ async def _serve(
         WebSocketTransport(ws, request),
         settings,
         can_write=grant is None or grant.can_write,
-        label=f"ws {_peer(request)} {doc_id}",
+        label=f"ws {_peer(request)} {doc_id}"
+        + (f" sub={grant.subject}" if grant and grant.subject else ""),
         transport_name="websocket",
     )
     expire_with_grant(conn, grant)
