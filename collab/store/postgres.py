@@ -11,19 +11,19 @@ applying a Yjs update twice is harmless. Rows that compaction deletes are reclai
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
 from collab.store.folding import fold_off_loop
-from collab.store.group_commit import Append, GroupCommitter, Written
+from collab.store.group_commit import Append, Written
+from collab.store.log_store import LogStore
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class PostgresStore:
+class PostgresStore(LogStore):
     def __init__(
         self,
         dsn: str,
@@ -87,24 +87,20 @@ class PostgresStore:
     ) -> None:
         if not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError("schema must be a lowercase SQL identifier (a-z, 0-9, _)")
+        super().__init__(
+            compact_after_rows=compact_after_rows,
+            compact_after_bytes=compact_after_bytes,
+            batch_max_rows=batch_max_rows,
+            batch_max_bytes=batch_max_bytes,
+            retry_on=(StoreError,),
+            writer=self._write_batch,
+            name="postgres-writer",
+        )
         self._dsn = dsn
         self.schema = schema
-        self.compact_after_rows = compact_after_rows
-        self.compact_after_bytes = compact_after_bytes
         self._pool_size = pool_size
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
-        self._committer = GroupCommitter(
-            self._write_batch,
-            retry_on=(StoreError,),
-            on_log_size=self._maybe_compact,
-            batch_max_rows=batch_max_rows,
-            batch_max_bytes=batch_max_bytes,
-            name="postgres-writer",
-        )
-        self._compactions: dict[str, asyncio.Task[None]] = {}
-        self._closed = True
-        self.compactions = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,17 +123,12 @@ class PostgresStore:
         except BaseException:
             self._terminate_pool()
             raise
-        self._closed = False
-        self._committer.start()
+        self._start_writer()
 
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        await self._committer.close()
-        for task in list(self._compactions.values()):
-            task.cancel()
-        await asyncio.gather(*self._compactions.values(), return_exceptions=True)
+        await self._stop_writer()
         if self._pool is not None:
             try:
                 await self._pool.close()
@@ -198,32 +189,6 @@ class PostgresStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
-        return self._committer.append(doc_id, update)
-
-    @property
-    def backlog(self) -> int:
-        return self._committer.backlog
-
-    async def wait_for_backlog(self, below: int) -> None:
-        await self._committer.wait_for_backlog(below)
-
-    @property
-    def commits(self) -> int:
-        return self._committer.commits
-
-    @property
-    def committed_rows(self) -> int:
-        return self._committer.committed_rows
-
-    @property
-    def on_commit(self) -> Callable[[float, int], None] | None:
-        return self._committer.on_commit
-
-    @on_commit.setter
-    def on_commit(self, observer: Callable[[float, int], None] | None) -> None:
-        self._committer.on_commit = observer
-
     async def _write_batch(self, batch: list[Append]) -> Written:
         """Commit one batch; returns each update's seq and each document's log size."""
         now = _now_ms()
@@ -264,25 +229,6 @@ class PostgresStore:
         return Written(
             seqs, {row["doc_id"]: (row["log_count"], row["log_bytes"]) for row in reserved}
         )
-
-    def _maybe_compact(self, doc_id: str, log_rows: int, log_bytes: int) -> None:
-        if log_rows >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
-            self._schedule_compaction(doc_id)
-
-    # -- compaction --------------------------------------------------------------------------
-
-    def _schedule_compaction(self, doc_id: str) -> None:
-        if doc_id in self._compactions or self._closed:
-            return
-        task = asyncio.create_task(self._compact_in_background(doc_id), name=f"compact {doc_id}")
-        self._compactions[doc_id] = task
-        task.add_done_callback(lambda _: self._compactions.pop(doc_id, None))
-
-    async def _compact_in_background(self, doc_id: str) -> None:
-        try:
-            await self.compact(doc_id)
-        except (StoreError, ValueError) as exc:
-            log.warning("compaction of %r failed: %s", doc_id, exc)
 
     async def compact(self, doc_id: str) -> CompactionResult | None:
         failure = f"cannot compact {doc_id!r}"

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
 
 from collab.store.base import CompactionResult, DocumentInfo, StoredDocument, StoreError
 from collab.store.folding import fold_off_loop
-from collab.store.group_commit import Append, GroupCommitter, Written
+from collab.store.group_commit import Append, Written
+from collab.store.log_store import LogStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class SQLiteStore:
+class SQLiteStore(LogStore):
     def __init__(
         self,
         path: str | Path,
@@ -79,26 +79,22 @@ class SQLiteStore:
     ) -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
+        super().__init__(
+            compact_after_rows=compact_after_rows,
+            compact_after_bytes=compact_after_bytes,
+            batch_max_rows=batch_max_rows,
+            batch_max_bytes=batch_max_bytes,
+            retry_on=(sqlite3.Error,),
+            writer=self._write_batch,
+            name="sqlite-writer",
+        )
         self.path = Path(path)
         self.synchronous = synchronous.upper()
-        self.compact_after_rows = compact_after_rows
-        self.compact_after_bytes = compact_after_bytes
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
-        self._committer = GroupCommitter(
-            self._write_batch,
-            retry_on=(sqlite3.Error,),
-            on_log_size=self._maybe_compact,
-            batch_max_rows=batch_max_rows,
-            batch_max_bytes=batch_max_bytes,
-            name="sqlite-writer",
-        )
-        self._compactions: dict[str, asyncio.Task[None]] = {}
-        self._closed = True
-        self.compactions = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -114,17 +110,12 @@ class SQLiteStore:
         except BaseException:
             await self._close_connections()
             raise
-        self._closed = False
-        self._committer.start()
+        self._start_writer()
 
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        await self._committer.close()
-        for task in list(self._compactions.values()):
-            task.cancel()
-        await asyncio.gather(*self._compactions.values(), return_exceptions=True)
+        await self._stop_writer()
         if self._writer is not None:
             with contextlib.suppress(sqlite3.Error):
                 await _run_pragma(self._writer, "wal_checkpoint(TRUNCATE)")
@@ -170,32 +161,6 @@ class SQLiteStore:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def append(self, doc_id: str, update: bytes) -> asyncio.Future[int]:
-        return self._committer.append(doc_id, update)
-
-    @property
-    def backlog(self) -> int:
-        return self._committer.backlog
-
-    async def wait_for_backlog(self, below: int) -> None:
-        await self._committer.wait_for_backlog(below)
-
-    @property
-    def commits(self) -> int:
-        return self._committer.commits
-
-    @property
-    def committed_rows(self) -> int:
-        return self._committer.committed_rows
-
-    @property
-    def on_commit(self) -> Callable[[float, int], None] | None:
-        return self._committer.on_commit
-
-    @on_commit.setter
-    def on_commit(self, observer: Callable[[float, int], None] | None) -> None:
-        self._committer.on_commit = observer
-
     async def _write_batch(self, batch: list[Append]) -> Written:
         """One transaction; the database assigns the seqs (gap-free across processes)."""
         doc_ids = list(dict.fromkeys(item.doc_id for item in batch))
@@ -231,23 +196,6 @@ class SQLiteStore:
         return Written(seqs, {row[0]: (row[2], row[3]) for row in rows})
 
     # -- compaction --------------------------------------------------------------------------
-
-    def _maybe_compact(self, doc_id: str, log_rows: int, log_bytes: int) -> None:
-        if log_rows >= self.compact_after_rows or log_bytes >= self.compact_after_bytes:
-            self._schedule_compaction(doc_id)
-
-    def _schedule_compaction(self, doc_id: str) -> None:
-        if doc_id in self._compactions or self._closed:
-            return
-        task = asyncio.create_task(self._compact_in_background(doc_id), name=f"compact {doc_id}")
-        self._compactions[doc_id] = task
-        task.add_done_callback(lambda _: self._compactions.pop(doc_id, None))
-
-    async def _compact_in_background(self, doc_id: str) -> None:
-        try:
-            await self.compact(doc_id)
-        except (StoreError, sqlite3.Error, ValueError) as exc:
-            log.warning("compaction of %r failed: %s", doc_id, exc)
 
     async def compact(self, doc_id: str) -> CompactionResult | None:
         reader = self._require(self._reader)
