@@ -98,6 +98,29 @@ class LogStore:
         self._compactions[doc_id] = task
         task.add_done_callback(lambda _: self._compactions.pop(doc_id, None))
 
+    def _compacted(
+        self,
+        doc_id: str,
+        folded_rows: int,
+        folded_bytes: int,
+        snapshot_bytes: int,
+        old_snapshot_bytes: int,
+        log_bytes: int,
+    ) -> CompactionResult:
+        """Count and report a compaction that committed."""
+        self.compactions += 1
+        result = CompactionResult(
+            doc_id,
+            folded_rows,
+            old_snapshot_bytes + log_bytes,
+            snapshot_bytes + log_bytes - folded_bytes,
+        )
+        log.info(
+            "compacted %r: %d rows, %d -> %d bytes",
+            doc_id, result.folded_rows, result.bytes_before, result.bytes_after,
+        )  # fmt: skip
+        return result
+
     async def _compact_in_background(self, doc_id: str) -> None:
         try:
             await self.compact(doc_id)

@@ -280,18 +280,9 @@ class PostgresStore(LogStore):
                 doc_id,
                 last_seq,
             )
-        self.compactions += 1
-        result = CompactionResult(
-            doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
+        return self._compacted(
+            doc_id, len(rows), folded_bytes, len(folded), snapshot_bytes, log_bytes
         )
-        log.info(
-            "compacted %r: %d rows, %d -> %d bytes",
-            doc_id,
-            result.folded_rows,
-            result.bytes_before,
-            result.bytes_after,
-        )
-        return result
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -254,18 +254,9 @@ class SQLiteStore(LogStore):
                     await writer.execute("ROLLBACK")
                 raise
             await _run_pragma(writer, "incremental_vacuum")
-        self.compactions += 1
-        result = CompactionResult(
-            doc_id, len(rows), snapshot_bytes + log_bytes, len(folded) + log_bytes - folded_bytes
+        return self._compacted(
+            doc_id, len(rows), folded_bytes, len(folded), snapshot_bytes, log_bytes
         )
-        log.info(
-            "compacted %r: %d rows, %d -> %d bytes",
-            doc_id,
-            result.folded_rows,
-            result.bytes_before,
-            result.bytes_after,
-        )
-        return result
 
     # -- reads -------------------------------------------------------------------------------
 
