@@ -4,11 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 JS_TEST_DEPS := tests/js/node_modules/.installed
+JS_DIR := client_js
+JS_DEPS := $(JS_DIR)/node_modules/.installed
+JS_BUNDLE := collab/static/build/collab-editor.js
+JS_SOURCES := $(wildcard $(JS_DIR)/src/*.js) $(JS_DIR)/build.mjs
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DATA_DIR ?= ./data
 
-.PHONY: install serve cluster test test-fast lint format fuzz soak bench clean
+.PHONY: install js serve cluster test test-fast lint format fuzz soak bench clean
 
 install: $(INSTALLED)
 
@@ -22,21 +26,32 @@ $(JS_TEST_DEPS): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-serve: install
+$(JS_DEPS): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(JS_BUNDLE): $(JS_DEPS) $(JS_SOURCES)
+	cd $(JS_DIR) && node build.mjs
+
+js: $(JS_BUNDLE)
+
+serve: install js
 	$(BIN)/collab serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) --allowed-origins '*' 
 
 REDIS_URL ?= redis://127.0.0.1:6379/0
 
 # Three independent nodes on ports 8001-8003 sharing ./data and a Redis bus (Ctrl-C stops all).
-cluster: install
+cluster: install js
 	trap 'kill 0' INT TERM EXIT; \
 	for n in 1 2 3; do \
 	  $(BIN)/collab serve --host $(HOST) --port 800$$n --data-dir $(DATA_DIR) \
 	    --redis-url $(REDIS_URL) --node-id node$$n --advertise-url http://$(HOST):800$$n & \
 	done; wait
 
-test: install $(JS_TEST_DEPS)
+test: install $(JS_TEST_DEPS) js
 	$(BIN)/pytest
+	node --test $(JS_DIR)/test/*.test.mjs
+	node --test tests/browser/*.test.mjs
 
 test-fast: install
 	$(BIN)/pytest -m "not slow and not node"
@@ -64,4 +79,5 @@ bench: install
 	$(BIN)/collab bench report --output docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) tests/js/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) tests/js/node_modules $(JS_DIR)/node_modules collab/static/build \
+	  tests/browser/output .pytest_cache .ruff_cache

@@ -27,6 +27,7 @@ from collab.server.keys import (
 from collab.server.longpoll import LongPollSessions, add_longpoll_routes
 from collab.server.metrics import install_metrics
 from collab.server.origins import OriginPolicy, install_origin_policy
+from collab.server.pages import add_page_routes
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
 from collab.server.websocket import handle_websocket
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.router.add_get("/ws/{doc:.+}", handle_websocket)
     add_api_routes(app)
     add_longpoll_routes(app)
+    add_page_routes(app)
     install_metrics(app)
     app[ORIGINS] = OriginPolicy(settings.allowed_origins)
     if app[ORIGINS].any:

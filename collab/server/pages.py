@@ -98,15 +98,15 @@ def _listing_scope(request: web.Request) -> str | None:
 
 
 def _format_size(size: int) -> str:
-    for unit in ("B", "KB", "MB"):
-        if size < 1024 or unit == "MB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    return f"{size} B"  # pragma: no cover
+    if size < 1024:
+        return f"{size} B"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / 1024 / 1024:.1f} MB"
 
 
 async def index(request: web.Request) -> web.Response:
-    """Document list with open/create; ``?doc=<id>`` opens (or creates) one, ``?new`` a fresh one."""
+    """Document list with open/create: ``?doc=<id>`` opens (or creates) one, ``?new`` a new one."""
     token = request.query.get("token", "")
     if "new" in request.query:
         raise web.HTTPSeeOther(_doc_url(f"doc-{secrets.token_hex(4)}", token=token))
