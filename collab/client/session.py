@@ -143,6 +143,7 @@ class Session:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._end_streams(None)
         self._notify()
+        self._sync.detach()
         if self._owns_http and self._http is not None:
             await self._http.close()
 

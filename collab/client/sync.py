@@ -63,8 +63,8 @@ class DocSync:
         self._applying = False
         self._applied: tuple[bytes, frozenset[int]] | None = None
         self._events: list[RootEvent] = []
-        self._roots: dict[str, Subscription] = {}
-        doc.observe(self._on_transaction)
+        self._roots: dict[str, tuple[Any, Subscription]] = {}
+        self._subscription = doc.observe(self._on_transaction)
         presence.on_publish = self.queue
 
     # -- connection lifecycle ----------------------------------------------------------------
@@ -164,10 +164,18 @@ class DocSync:
         else:
             self.queue(encode_update(event.update))
 
+    def detach(self) -> None:
+        """Stop observing the doc: pycrdt's observers and the Doc reference each other where
+        Python's cycle collector cannot see, so a session never detached would leak its doc."""
+        self.doc.unobserve(self._subscription)
+        for root, subscription in self._roots.values():
+            root.unobserve(subscription)
+        self._roots.clear()
+
     def observe_root(self, name: str, root: Any) -> None:
         """Report what changes inside ``root`` in each Change (once per root name)."""
         if name not in self._roots:
-            self._roots[name] = root.observe_deep(partial(self._on_root_events, name))
+            self._roots[name] = (root, root.observe_deep(partial(self._on_root_events, name)))
 
     def _on_root_events(self, name: str, events: list[Any]) -> None:
         if not self._applying:

@@ -75,7 +75,10 @@ class Room:
         self.stored_bytes = 0  # an upper bound of what the store holds (compaction shrinks it)
         self._doc = Doc()
         self._last_change: bytes | None = None
-        self._doc.observe(self._record_change)
+        # Unobserved in dispose(): the callback and the Doc reference each other through
+        # pycrdt's Rust side, where Python's cycle collector cannot see, so without that the
+        # whole document would stay in memory after eviction.
+        self._subscription = self._doc.observe(self._record_change)
         self._writes: set[asyncio.Future[int]] = set()
 
     def _record_change(self, event: TransactionEvent) -> None:
@@ -108,6 +111,10 @@ class Room:
         removals = self.awareness.peer_left(conn)
         if removals:
             self._share_awareness(removals)
+
+    def dispose(self) -> None:
+        """Release the document (after eviction); the room is not used again."""
+        self._doc.unobserve(self._subscription)
 
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.connections):

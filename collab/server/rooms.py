@@ -278,6 +278,7 @@ class Rooms:
         finally:
             if self._rooms.get(room.doc_id) is room:
                 del self._rooms[room.doc_id]
+            room.dispose()
             self.evictions += 1
             log.debug("evicted %r", room.doc_id)
         await self._unsubscribe(room.doc_id)
@@ -298,6 +299,7 @@ class Rooms:
         self._cancel_timer(doc_id)
         del self._rooms[doc_id]
         await room.drain_writes()
+        room.dispose()
         self.evictions += 1
         await self._unsubscribe(doc_id)
         return True
@@ -308,6 +310,7 @@ class Rooms:
         self._cancel_timer(room.doc_id)
         if self._rooms.get(room.doc_id) is room:
             del self._rooms[room.doc_id]
+        room.dispose()
 
     def _cancel_timer(self, doc_id: str) -> None:
         timer = self._timers.pop(doc_id, None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,3 +195,14 @@ async def test_one_shot_helpers(server: RunningServer) -> None:
     async with connect(server.url, "one/shot") as s:
         await s.synced()
         assert s.map("meta").to_py() == {"n": 3.0}
+
+
+async def test_a_closed_session_releases_its_document(server) -> None:
+    async with connect(server.url, "released", transport="websocket") as session:
+        await session.synced()
+        session.text("content").insert(0, "x")
+        await session.flush()
+        doc = weakref.ref(session.doc)
+    del session
+    gc.collect()
+    assert doc() is None, "the session's document is still in memory"

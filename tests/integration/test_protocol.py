@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
+import weakref
 from dataclasses import replace
 
 import aiohttp
@@ -329,3 +331,18 @@ async def test_concurrent_first_connections_load_the_document_once(http, server)
     assert server.app[ROOMS].loads == 1
     for client in clients:
         await client.close()
+
+
+async def test_an_evicted_document_is_freed(http, settings) -> None:
+    async with running_server(replace(settings, idle_evict_seconds=0.05)) as server:
+        client = await connected(http, server, "freed")
+        client.text().insert(0, "x")
+        await client.flush()
+        room = weakref.ref(server.app[ROOMS].get("freed"))
+        await client.close()
+        for _ in range(100):
+            if server.app[ROOMS].get("freed") is None:
+                break
+            await asyncio.sleep(0.02)
+        gc.collect()
+        assert room() is None, "the evicted room (and its document) is still in memory"
