@@ -103,9 +103,7 @@ async def test_oversized_presence_closes_with_4413(http, settings) -> None:
         assert code == CloseCode.TOO_LARGE and "awareness" in reason
 
 
-async def test_a_store_that_falls_behind_pauses_writers_instead_of_queueing(
-    http, settings
-) -> None:
+async def test_a_store_that_falls_behind_pauses_writers_instead_of_queueing(http, settings) -> None:
     slow_disk = replace(settings, max_store_backlog=50, busy_timeout_ms=20_000)
     async with running_server(slow_disk) as server:
         store = server.app[STORE]
