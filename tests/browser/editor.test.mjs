@@ -337,6 +337,94 @@ describe('pages', () => {
   })
 })
 
+describe('cross-origin embedding', () => {
+  const { readFile } = require('node:fs/promises')
+  const { createServer } = require('node:http')
+
+  /** A second web site (another origin: another port) serving examples/embed.html, pointed
+   * at the Collab server once that one is running. */
+  const startSite = async () => {
+    const template = await readFile(join(REPO, 'examples', 'embed.html'), 'utf8')
+    let html = ''
+    const site = createServer((req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/html' })
+      res.end(html)
+    })
+    await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve))
+    return {
+      origin: `http://127.0.0.1:${site.address().port}`,
+      pointAt: (collabUrl) => { html = template.replaceAll('http://127.0.0.1:8000', collabUrl) },
+      close: () => { site.closeAllConnections?.(); return new Promise((resolve) => site.close(resolve)) }
+    }
+  }
+
+  /** Counts the WebSocket connections a page opens (to see that it does not retry). */
+  const COUNT_WEBSOCKETS = () => {
+    const Original = window.WebSocket
+    window.__webSockets = 0
+    window.WebSocket = class extends Original {
+      constructor (...args) { super(...args); window.__webSockets++ }
+    }
+  }
+
+  test('an allowed site collaborates with /d/ over WebSocket and long-polling; others are refused', async () => {
+    const allowed = await startSite()
+    const refused = await startSite()
+    const collab = await startServer({ args: ['--allowed-origins', allowed.origin] })
+    allowed.pointAt(collab.url)
+    refused.pointAt(collab.url)
+    const doc = 'examples/meeting-notes'
+    const typeIn = async (page, text) => {
+      await page.click('.cm-content')
+      await page.keyboard.press('Control+End')
+      await page.keyboard.type(text, { delay: 5 })
+    }
+    const textOf = (page) => page.evaluate(() => window.collabEditors[0].ytext.toString())
+    const until = (page, needle) => page.waitForFunction(
+      (n) => window.collabEditors[0].ytext.toString().includes(n), needle, { timeout: 15_000 })
+    try {
+      const onServer = await newPage({ user: alice })
+      const response = await onServer.goto(`${collab.url}/d/${doc}`)
+      assert.equal(response.status(), 200)
+      await onServer.waitForSelector('.collab-status[data-state=synced]', { timeout: 15_000 })
+
+      const overWebSocket = await newPage({ user: bob })
+      await overWebSocket.goto(`${allowed.origin}/notes.html`)
+      await overWebSocket.waitForSelector('.collab-status[data-state=synced]', { timeout: 15_000 })
+      assert.equal((await statusOf(overWebSocket)).transport, 'websocket')
+      await typeIn(overWebSocket, 'from the other site. ')
+      await until(onServer, 'from the other site.')
+      await typeIn(onServer, 'from /d/. ')
+      await until(overWebSocket, 'from /d/.')
+
+      const overPolling = await newPage({ user: carol, breakWebSocket: true })
+      await overPolling.goto(`${allowed.origin}/notes.html`)
+      await overPolling.waitForSelector('.collab-status[data-state=synced]', { timeout: 15_000 })
+      assert.equal((await statusOf(overPolling)).transport, 'polling')
+      await typeIn(overPolling, 'polled across origins. ')
+      await until(onServer, 'polled across origins.')
+      await typeIn(onServer, 'back to the poller. ')
+      await until(overPolling, 'back to the poller.')
+      await shot(overPolling, 'embed-cross-origin-polling')
+
+      const before = await textOf(onServer)
+      const outsider = await newPage({ user: { name: 'Mallory', color: '#000000' } })
+      await outsider.context().addInitScript(COUNT_WEBSOCKETS)
+      await outsider.goto(`${refused.origin}/notes.html`)
+      await outsider.waitForSelector('.collab-status[data-state=closed]', { timeout: 15_000 })
+      assert.match((await statusOf(outsider)).text, /origin not allowed/)
+      await new Promise((resolve) => setTimeout(resolve, 2_000))
+      assert.equal(await outsider.evaluate(() => window.__webSockets), 1, 'no retry after 4403')
+      assert.equal(await textOf(onServer), before, 'the document is untouched')
+      await shot(outsider, 'embed-refused-origin')
+    } finally {
+      await collab.stop()
+      await allowed.close()
+      await refused.close()
+    }
+  })
+})
+
 describe('performance', () => {
   /** Fill a document with ~200 KB of text through a plain y-websocket client. */
   const seed = async (doc, bytes) => {
