@@ -2,4 +2,5 @@ import sys
 
 from collab.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # worker processes (compaction) import this module again
+    sys.exit(main())

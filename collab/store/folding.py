@@ -8,10 +8,14 @@ unintegrated structs are merged back into the snapshot verbatim.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from pycrdt import Doc, get_update, merge_updates
+
+log = logging.getLogger(__name__)
 
 INLINE_FOLD_BYTES = 64 * 1024  # below this, folding is quicker than a trip to the worker
 _pool: ProcessPoolExecutor | None = None
@@ -26,7 +30,12 @@ async def fold_off_loop(parts: list[bytes]) -> bytes:
     if _pool is None:
         # forkserver: forking this process (with its store threads) could inherit held locks
         _pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("forkserver"))
-    return await asyncio.get_running_loop().run_in_executor(_pool, fold_updates, parts)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_pool, fold_updates, parts)
+    except BrokenProcessPool as exc:  # the worker died or could not start: fold here
+        log.warning("compaction worker unavailable (%s); folding in the server process", exc)
+        _pool = None
+        return fold_updates(parts)
 
 
 def fold_updates(parts: list[bytes]) -> bytes:

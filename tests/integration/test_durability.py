@@ -77,3 +77,28 @@ async def test_kill_9_loses_nothing_acknowledged_by_the_barrier(http, tmp_path: 
     assert all(final.count(marker) == 1 for marker in acknowledged)
     with sqlite3.connect(tmp_path / "collab.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_a_served_process_compacts_large_logs_in_its_worker(http, tmp_path: Path) -> None:
+    server = await asyncio.to_thread(
+        ServerProcess(
+            tmp_path, "--compact-after-rows", "50", env={"COLLAB_LOG_LEVEL": "INFO"}
+        ).start
+    )
+    try:
+        client = await synced_client(http, server, "big")
+        for index in range(300):  # 300 KB of log: folded in the compaction worker process
+            client.text().insert(len(client.text()), f"{index:04d}" * 250)
+        await client.flush()
+        await client.close()
+        for _ in range(100):
+            async with http.get(f"{server.url}/metrics") as resp:
+                if "collab_store_compactions_total 0.0" not in await resp.text():
+                    break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no compaction happened")
+        text, _ = await read_doc(http, server, "big")
+        assert text == "".join(f"{index:04d}" * 250 for index in range(300))
+    finally:
+        assert await asyncio.to_thread(server.stop) == 0
