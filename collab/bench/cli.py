@@ -1,8 +1,8 @@
 """``collab bench``: argument parsing and output (scenarios live in collab.bench.scenarios).
 
-``collab bench fanout|throughput|idle --url ws://HOST:PORT/ws`` measures any y-websocket
-compatible server (the document id is appended to the URL after a slash, as y-websocket
-does); ``collab bench report`` starts Collab itself and writes docs/benchmarks.md.
+``collab bench SCENARIO --url ws://HOST:PORT/ws`` measures any y-websocket compatible server
+(the document id is appended to the URL after a slash, as y-websocket does); ``collab bench
+report`` starts Collab and the reference server itself and writes docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     fanout.add_argument("--readers", type=_positive_int, default=100)
     fanout.add_argument("--rate", type=_positive_float, default=200.0, help="updates per second")
     fanout.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
+    fanout.add_argument(
+        "--longpoll", action="store_true", help="readers over Collab's YLP/1 long-poll transport"
+    )
     fanout.set_defaults(run=_run_scenario, scenario="fanout")
 
     throughput = kinds.add_parser(
@@ -87,11 +90,28 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     idle.add_argument("--hold", type=_positive_float, default=5.0, help="seconds kept open")
     idle.set_defaults(run=_run_scenario, scenario="idle")
 
+    presence = kinds.add_parser(
+        "presence", parents=[common], help="N clients moving cursors: awareness latency, CPU"
+    )
+    presence.add_argument("--clients", type=_positive_int, default=200)
+    presence.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
+    presence.add_argument("--rate", type=_positive_float, default=1.0, help="updates/s each")
+    presence.set_defaults(run=_run_scenario, scenario="presence")
+
+    connect = kinds.add_parser(
+        "connect", parents=[common], help="connect storm on one document: connections/s"
+    )
+    connect.add_argument("--clients", type=_positive_int, default=1000)
+    connect.set_defaults(run=_run_scenario, scenario="connect")
+
     report = kinds.add_parser(
         "report", help="start Collab, run every scenario, write a Markdown report"
     )
     report.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     report.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    report.add_argument(
+        "--no-reference", action="store_true", help="do not install and run the reference server"
+    )
     report.set_defaults(run=_run_report)
 
 
@@ -108,11 +128,15 @@ def _target(args: argparse.Namespace) -> scenarios.Target:
 async def _scenario(args: argparse.Namespace) -> ScenarioResult:
     target = _target(args)
     if args.scenario == "fanout":
-        return await scenarios.fanout(target, args.readers, args.rate, args.duration)
+        return await scenarios.fanout(target, args.readers, args.rate, args.duration, args.longpoll)
     if args.scenario == "throughput":
         return await scenarios.throughput(
             target, args.writers, args.readers, args.duration, args.window
         )
+    if args.scenario == "presence":
+        return await scenarios.presence(target, args.clients, args.duration, args.rate)
+    if args.scenario == "connect":
+        return await scenarios.connect(target, args.clients)
     return await scenarios.idle(target, args.connections, args.docs, args.hold)
 
 
@@ -126,7 +150,7 @@ def _check_open_files(needed: int) -> None:
 
 
 def _run_scenario(args: argparse.Namespace) -> int:
-    peers = getattr(args, "connections", 0) + getattr(args, "readers", 0)
+    peers = sum(getattr(args, name, 0) for name in ("connections", "readers", "clients"))
     _check_open_files(peers + getattr(args, "writers", 1) + 64)
     result = asyncio.run(_scenario(args))
     if args.json:
@@ -142,7 +166,9 @@ def _run_report(args: argparse.Namespace) -> int:
     plan = Plan.quick() if args.quick else Plan()
     _check_open_files(plan.idle_connections + 128)  # the server inherits the limit
     try:
-        results = asyncio.run(write_report(args.output, plan, args.quick))
+        results = asyncio.run(
+            write_report(args.output, plan, args.quick, with_reference=not args.no_reference)
+        )
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"collab bench: report not written: {exc}", file=sys.stderr)
         return 2

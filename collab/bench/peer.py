@@ -15,9 +15,11 @@ import math
 import re
 import time
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
+import msgpack
 from pycrdt import Doc, Subscription, Text, TransactionEvent
 
 from collab.protocol.wire import (
@@ -76,37 +78,28 @@ class Arrivals:
         return cls(array("d", [math.nan]) * count)
 
 
-class Peer:
-    """One WebSocket connection speaking the y-websocket sync handshake.
+class BasePeer:
+    """What every bench peer shares, whatever the transport: counters, sync state, markers.
 
-    ``sync`` sends step1 (its state vector); the server's step1 is answered with step2, like
-    the stock client does; ``synced`` is set when the server's step2 arrives. Frames the
-    strict codec rejects are counted, not fatal: the bench reports them.
+    ``handle`` processes one decoded frame and returns the frame to send back, if any; the
+    server's step1 is answered with step2, like the stock client does, and ``synced`` is set
+    when the server's step2 arrives. Frames the strict codec rejects are counted, not fatal.
     """
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, label: str) -> None:
-        self.ws = ws
+    def __init__(self, label: str) -> None:
         self.label = label
         self.stats = PeerStats()
         self.synced = asyncio.Event()
         self.arrivals: Arrivals | None = None  # set by latency-measuring scenarios
         self.progress: asyncio.Event | None = None  # set on every recognised update
         self.count_markers = False
+        self.on_awareness: Callable[[bytes, float], None] | None = None  # presence scenario
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
-    @classmethod
-    async def open(
-        cls, session: aiohttp.ClientSession, url: str, label: str, **kwargs: int
-    ) -> Peer:
-        """Connect (the caller bounds the time) and start reading; call ``sync`` next."""
-        ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
-        peer = cls(ws, label, **kwargs)
-        peer.start()
-        return peer
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._receive_loop(), name=f"bench {self.label}")
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
 
     def state_vector(self) -> bytes:
         return EMPTY_STATE_VECTOR
@@ -117,67 +110,29 @@ class Peer:
     def on_step2(self, update: bytes) -> None:
         """Readers ignore document content; the convergence checker overrides this."""
 
-    async def sync(self, timeout: float) -> None:
-        await self.ws.send_bytes(encode_sync(SyncType.STEP1, self.state_vector()))
-        async with asyncio.timeout(timeout):
-            await self.synced.wait()
-
-    async def resync(self, timeout: float) -> float | None:
-        """Seconds until a new step1 is answered (None: not within ``timeout``).
-
-        Servers that make step2 a durability barrier (Collab does) answer only once this
-        peer's updates are stored, so this shows how far the store lags behind.
-        """
-        self.synced.clear()
-        started = time.perf_counter()
+    def handle(self, data: bytes, now: float) -> bytes | None:
+        stats = self.stats
+        stats.frames += 1
+        stats.bytes += len(data)
         try:
-            await self.sync(timeout)
-        except TimeoutError:
+            message = decode_message(data)
+        except ProtocolError:
+            stats.bad_frames += 1
             return None
-        return time.perf_counter() - started
-
-    async def _receive_loop(self) -> None:
-        stats, ws = self.stats, self.ws
-        try:
-            while True:
-                msg = await ws.receive()
-                if msg.type is not aiohttp.WSMsgType.BINARY:
-                    if msg.type in (
-                        aiohttp.WSMsgType.CLOSE,
-                        aiohttp.WSMsgType.CLOSING,
-                        aiohttp.WSMsgType.CLOSED,
-                        aiohttp.WSMsgType.ERROR,
-                    ):
-                        break
-                    stats.bad_frames += 1
-                    continue
-                now = time.perf_counter()
-                data = msg.data
-                stats.frames += 1
-                stats.bytes += len(data)
-                try:
-                    message = decode_message(data)
-                except ProtocolError:
-                    stats.bad_frames += 1
-                    continue
-                if type(message) is SyncUpdate:
-                    stats.updates += 1
-                    self._recognise(message.update, now)
-                elif type(message) is AwarenessMessage:
-                    if message.payload == b"\x00":
-                        stats.keepalives += 1
-                elif type(message) is SyncStep1:
-                    await ws.send_bytes(
-                        encode_sync(SyncType.STEP2, self.update_for(message.state_vector))
-                    )
-                elif type(message) is SyncStep2:
-                    self.on_step2(message.update)
-                    self.synced.set()
-        except (aiohttp.ClientError, ConnectionError):
-            pass
-        finally:
-            stats.close_code = ws.close_code
-            stats.closed_by_server = not self._closing  # a close frame or a dropped socket
+        if type(message) is SyncUpdate:
+            stats.updates += 1
+            self._recognise(message.update, now)
+        elif type(message) is AwarenessMessage:
+            if message.payload == b"\x00":
+                stats.keepalives += 1
+            elif self.on_awareness is not None:
+                self.on_awareness(message.payload, now)
+        elif type(message) is SyncStep1:
+            return encode_sync(SyncType.STEP2, self.update_for(message.state_vector))
+        elif type(message) is SyncStep2:
+            self.on_step2(message.update)
+            self.synced.set()
+        return None
 
     def _recognise(self, update: bytes, now: float) -> None:
         stats = self.stats
@@ -203,14 +158,165 @@ class Peer:
         if self.progress is not None:
             self.progress.set()
 
-    async def close(self) -> None:
-        self._closing = True
-        with contextlib.suppress(Exception):
-            await self.ws.close()
+    async def _stop_task(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class Peer(BasePeer):
+    """One WebSocket connection speaking the y-websocket sync handshake."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, label: str) -> None:
+        super().__init__(label)
+        self.ws = ws
+
+    @classmethod
+    async def open(
+        cls, session: aiohttp.ClientSession, url: str, label: str, **kwargs: int
+    ) -> Peer:
+        """Connect (the caller bounds the time) and start reading; call ``sync`` next."""
+        ws = await session.ws_connect(url, max_msg_size=0, autoping=True)
+        peer = cls(ws, label, **kwargs)
+        peer.start()
+        return peer
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._receive_loop(), name=f"bench {self.label}")
+
+    async def sync(self, timeout: float) -> None:
+        await self.ws.send_bytes(encode_sync(SyncType.STEP1, self.state_vector()))
+        async with asyncio.timeout(timeout):
+            await self.synced.wait()
+
+    async def resync(self, timeout: float) -> float | None:
+        """Seconds until a new step1 is answered (None: not within ``timeout``).
+
+        Servers that make step2 a durability barrier (Collab does) answer only once this
+        peer's updates are stored, so this shows how far the store lags behind.
+        """
+        self.synced.clear()
+        started = time.perf_counter()
+        try:
+            await self.sync(timeout)
+        except TimeoutError:
+            return None
+        return time.perf_counter() - started
+
+    async def _receive_loop(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type is not aiohttp.WSMsgType.BINARY:
+                    if msg.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.ERROR,
+                    ):
+                        break
+                    self.stats.bad_frames += 1
+                    continue
+                reply = self.handle(msg.data, time.perf_counter())
+                if reply is not None:
+                    await ws.send_bytes(reply)
+        except (aiohttp.ClientError, ConnectionError):
+            pass
+        finally:
+            self.stats.close_code = ws.close_code
+            self.stats.closed_by_server = not self._closing  # a close frame or a dropped socket
+
+    async def close(self) -> None:
+        self._closing = True
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        await self._stop_task()
+
+
+class LongPollReader(BasePeer):
+    """A reader over YLP/1 (Collab's long-poll transport): one poll loop, sends on demand.
+
+    ``url`` is the session-open URL, ``http://HOST:PORT/lp/open?doc=ID``. Frames are the
+    WebSocket ones; each poll acknowledges every frame processed so far, and the rare frames
+    this reader sends (step1, the step2 answer) go one POST at a time, numbered from 1.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, sid: str, label: str) -> None:
+        super().__init__(label)
+        self._http = session
+        self._base = f"{base}/lp/{sid}"
+        self._ack = 0
+        self._useq = 0
+        self._send_lock = asyncio.Lock()
+        self._ended = False
+
+    @classmethod
+    async def open(cls, session: aiohttp.ClientSession, url: str, label: str) -> LongPollReader:
+        async with session.post(url) as response:
+            if response.status != 200:
+                raise aiohttp.ClientResponseError(
+                    response.request_info, (), status=response.status, message="open refused"
+                )
+            sid = (await response.json())["sid"]
+        peer = cls(session, url.split("/lp/open", 1)[0], sid, label)
+        peer._task = asyncio.create_task(peer._poll_loop(), name=f"bench {label}")
+        return peer
+
+    @property
+    def closed(self) -> bool:
+        return self._ended
+
+    async def sync(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            await self._send(encode_sync(SyncType.STEP1, self.state_vector()))
+            await self.synced.wait()
+
+    async def _send(self, frame: bytes) -> None:
+        async with self._send_lock:
+            self._useq += 1
+            body = msgpack.packb([self._useq, [frame]], use_bin_type=True)
+            async with self._http.post(f"{self._base}/send", data=body) as response:
+                if response.status != 200:
+                    self.stats.bad_frames += 1
+
+    async def _poll_loop(self) -> None:
+        try:
+            while True:
+                async with self._http.get(
+                    f"{self._base}/poll", params={"ack": self._ack}
+                ) as response:
+                    if response.status == 410:
+                        self.stats.close_code = 410
+                        break
+                    if response.status != 200:
+                        continue
+                    first, frames = msgpack.unpackb(await response.read())
+                now = time.perf_counter()
+                for offset, frame in enumerate(frames):
+                    if first + offset <= self._ack:
+                        continue  # a retried poll repeats frames already processed
+                    reply = self.handle(frame, now)
+                    self._ack = first + offset
+                    if reply is not None:
+                        await self._send(reply)
+        except (aiohttp.ClientError, ConnectionError, ValueError):
+            pass
+        finally:
+            self._ended = True
+            self.stats.closed_by_server = not self._closing
+
+    async def close(self) -> None:
+        self._closing = True
+        await self._stop_task()
+        with contextlib.suppress(Exception):
+            async with self._http.post(f"{self._base}/close"):
+                pass
 
 
 class Writer(Peer):

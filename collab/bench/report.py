@@ -2,8 +2,9 @@
 
 Each scenario gets its own server process (``python -m collab serve --port 0`` with a
 temporary data directory and default settings), so memory figures are not skewed by an
-earlier scenario's heap and the server's pid is known for RSS and CPU readings. The tables
-have one column per server; a reference server can later be added as a second column.
+earlier scenario's heap and the server's pid is known for RSS and CPU readings. The same runs
+then go against the reference server (collab.bench.reference), a fresh process each time: the
+tables have one column per server and the ratio Collab / reference.
 """
 
 from __future__ import annotations
@@ -19,15 +20,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collab.bench import scenarios
-from collab.bench.results import ScenarioResult, format_value, markdown_table, text_table
+from collab.bench.reference import NAME as REFERENCE_NAME
+from collab.bench.reference import install, reference_server, versions
+from collab.bench.results import (
+    ScenarioResult,
+    better,
+    format_value,
+    markdown_table,
+    ratio,
+    text_table,
+)
 from collab.bench.system import MachineInfo, machine_info, wait_for_quiet
 
 _LISTENING = re.compile(r"listening on http://(\S+)")
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 20.0
 SERVER_NAME = "Collab"
+REFERENCE_DIR = Path("bench-ref")  # gitignored; the reference server is installed here
+Column = tuple[str, ScenarioResult]
+Body = Callable[[scenarios.Target], Awaitable[ScenarioResult]]
 _QUIET_PERCENT = 15.0  # each scenario waits for the machine to be this idle ...
-_QUIET_WAIT = 60.0  # ... but not longer than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,17 +50,29 @@ class Plan:
     client is far from saturated, so the second run shows the server's own per-hop latency.
     """
 
-    fanouts: tuple[tuple[int, float, float], ...] = ((100, 200.0, 10.0), (10, 200.0, 10.0))
+    fanouts: tuple[tuple[int, float, float], ...] = (
+        (100, 200.0, 10.0),
+        (10, 200.0, 10.0),
+        (50, 50.0, 10.0),  # the WebSocket twin of the long-poll run
+    )
     throughput_writers: int = 4
     throughput_readers: int = 20
     throughput_duration: float = 10.0
     throughput_window: int = 1000
     idle_connections: int = 1000
     idle_hold: float = 20.0  # longer than the 15 s keep-alive, so one is observed
+    longpoll: tuple[int, float, float] = (50, 50.0, 10.0)  # readers, updates/s, seconds
+    presence_clients: int = 200
+    presence_duration: float = 10.0
+    connect_clients: int = 1000
+    quiet_wait: float = 60.0  # at most this long before each run for the machine to be idle
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls(((20, 100.0, 3.0), (5, 100.0, 3.0)), 2, 5, 3.0, 1000, 200, 2.0)
+        return cls(
+            ((20, 100.0, 3.0), (5, 100.0, 3.0), (50, 50.0, 3.0)),
+            2, 5, 3.0, 1000, 200, 2.0, (50, 50.0, 3.0), 50, 3.0, 200, 5.0,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +81,7 @@ class LocalServer:
     pid: int
     log_path: Path
     log_start: int  # startup warnings (e.g. "no --auth-key") are not the bench's business
+    every_line: bool = False  # Node prints to stderr only on errors
 
     def log_problems(self) -> list[str]:
         """Warning and error lines logged during the run (send-queue overflows, store errors)."""
@@ -66,6 +91,8 @@ class LocalServer:
                 lines = log_file.read().decode(errors="replace").splitlines()
         except OSError:
             return []
+        if self.every_line:
+            return [line for line in lines if line.strip()]
         return [line for line in lines if " WARNING " in line or " ERROR " in line]
 
 
@@ -105,18 +132,35 @@ async def local_server(data_dir: Path) -> AsyncIterator[LocalServer]:
                 await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def _server(kind: str, data_dir: Path, script: Path | None) -> AsyncIterator[LocalServer]:
+    if kind == SERVER_NAME:
+        async with local_server(data_dir) as server:
+            yield server
+        return
+    assert script is not None
+    log_path = data_dir / "reference.log"
+    async with reference_server(script, log_path) as (url, pid):
+        yield LocalServer(url, pid, log_path, 0, every_line=True)
+
+
 async def _run_one(
-    name: str, body: Callable[[scenarios.Target], Awaitable[ScenarioResult]]
+    name: str,
+    kind: str,
+    body: Body,
+    plan: Plan,
+    script: Path | None,
 ) -> ScenarioResult:
-    busy = await wait_for_quiet(_QUIET_PERCENT, max_wait=_QUIET_WAIT)
+    busy = await wait_for_quiet(_QUIET_PERCENT, max_wait=plan.quiet_wait)
     if busy is not None and busy > _QUIET_PERCENT:
         print(
-            f"collab bench: the machine stayed busy ({busy:.0f}% of a core) for {_QUIET_WAIT:g} s",
+            f"collab bench: the machine stayed busy ({busy:.0f}% of a core) "
+            f"for {plan.quiet_wait:g} s",
             file=sys.stderr,
         )
-    print(f"collab bench: running {name} against a fresh server ...", file=sys.stderr, flush=True)
+    print(f"collab bench: running {name} against a fresh {kind} ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="collab-bench-") as tmp:
-        async with local_server(Path(tmp)) as server:
+        async with _server(kind, Path(tmp), script) as server:
             result = await body(scenarios.Target(server.url, server.pid))
             await asyncio.sleep(0.2)  # let the server log closes that our peers caused
             warnings = server.log_problems()
@@ -127,18 +171,28 @@ async def _run_one(
     return result
 
 
-async def run_report(plan: Plan) -> list[ScenarioResult]:
-    results = []
-    for readers, rate, duration in plan.fanouts:
-        results.append(
-            await _run_one(
-                f"fanout ({readers} readers)",
-                lambda t, r=readers, u=rate, d=duration: scenarios.fanout(t, r, u, d),
-            )
+def _runs(plan: Plan) -> list[tuple[str, bool, Body]]:
+    """(name, reference too?, body) for every scenario of the plan, in report order."""
+    runs: list[tuple[str, bool, Body]] = [
+        (
+            f"fanout ({readers} readers)",
+            True,
+            lambda t, r=readers, u=rate, d=duration: scenarios.fanout(t, r, u, d),
         )
-    results.append(
-        await _run_one(
+        for readers, rate, duration in plan.fanouts
+    ]
+    readers, rate, duration = plan.longpoll
+    runs.append(
+        (
+            f"fanout over long-poll ({readers} readers)",
+            False,
+            lambda t: scenarios.fanout(t, readers, rate, duration, longpoll=True),
+        )
+    )
+    runs.append(
+        (
             "throughput",
+            True,
             lambda t: scenarios.throughput(
                 t,
                 plan.throughput_writers,
@@ -148,12 +202,31 @@ async def run_report(plan: Plan) -> list[ScenarioResult]:
             ),
         )
     )
-    results.append(
-        await _run_one(
-            "idle", lambda t: scenarios.idle(t, plan.idle_connections, hold=plan.idle_hold)
+    runs.append(
+        (
+            "presence",
+            True,
+            lambda t: scenarios.presence(t, plan.presence_clients, plan.presence_duration),
         )
     )
-    return results
+    runs.append(("connect", True, lambda t: scenarios.connect(t, plan.connect_clients)))
+    runs.append(
+        ("idle", True, lambda t: scenarios.idle(t, plan.idle_connections, hold=plan.idle_hold))
+    )
+    return runs
+
+
+async def run_report(plan: Plan, script: Path | None) -> list[list[Column]]:
+    """Every scenario against Collab, then (with ``script``) against the reference server."""
+    tables = []
+    for name, with_reference, body in _runs(plan):
+        columns = [(SERVER_NAME, await _run_one(name, SERVER_NAME, body, plan, None))]
+        if with_reference and script is not None:
+            columns.append(
+                (REFERENCE_NAME, await _run_one(name, REFERENCE_NAME, body, plan, script))
+            )
+        tables.append(columns)
+    return tables
 
 
 _ABOUT = {
@@ -173,6 +246,23 @@ _ABOUT = {
         "Writers append to the end of the text, like typing, so the document grows during "
         "the run; pycrdt's cost of applying such an update grows with the length of the "
         "appended run of text, which is why the last second is slower than the first."
+    ),
+    "fanout_longpoll": (
+        "The same fanout, but the readers use Collab's long-poll transport (YLP/1: one HTTP "
+        "GET held open per reader, acknowledged frames, kept-alive HTTP connections); the "
+        "writer stays on the WebSocket. The reference server has no long-poll transport; "
+        "compare with the WebSocket fanout at the same size and rate above."
+    ),
+    "presence": (
+        "Every client on one document sends its cursor (an awareness update) once a second, "
+        "spread evenly over the second; every other client must receive it. Latency is from "
+        "the send call to the receipt of the awareness message carrying that state (found by "
+        "a marker in the state JSON, so merged messages count)."
+    ),
+    "connect": (
+        "A connect storm: clients open a WebSocket to one document (which holds 20 updates) "
+        "and complete the sync handshake, a bounded number at a time. Sync time is from the "
+        "connect call to the server's step2; the clients stay connected until the end."
     ),
     "idle": (
         "Connections that sync and then stay silent, ten per document. Server memory is "
@@ -201,6 +291,9 @@ _CONDITIONS = (
 
 _HEADLINES = {
     "fanout": ("latency_p50_ms", "latency_p99_ms", "delivered_per_s"),
+    "fanout_longpoll": ("latency_p50_ms", "latency_p99_ms", "delivered_per_s"),
+    "presence": ("latency_p50_ms", "latency_p99_ms", "server_cpu_percent"),
+    "connect": ("connect_rate", "sync_p50_ms", "sync_p99_ms"),
     "throughput": ("accepted_per_s", "delivered_per_s"),
     "idle": ("rss_per_conn_kib",),
 }
@@ -208,27 +301,50 @@ _HEADLINES = {
 
 def _short_name(result: ScenarioResult) -> str:
     if result.scenario == "fanout":
-        return f"fanout, {result.params['readers']} readers"
+        return f"fanout, {result.params['readers']} readers x {result.params['rate']:g}/s"
+    if result.scenario == "fanout_longpoll":
+        return f"long-poll fanout, {result.params['readers']} readers x {result.params['rate']:g}/s"
     return result.scenario
 
 
-def _summary(results: list[ScenarioResult]) -> str:
-    lines = [f"| | {SERVER_NAME} |", "| --- | ---: |"]
+def _summary(tables: list[list[Column]], reference: bool) -> str:
+    names = [SERVER_NAME, *([REFERENCE_NAME, "Collab / reference", "better"] if reference else [])]
+    lines = ["| | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     skewed = False
-    for result in results:
-        mark = " *" if result.warnings else ""
-        skewed = skewed or bool(mark)
-        for key in _HEADLINES.get(result.scenario, ()):
-            metric = next((m for m in result.metrics if m.key == key), None)
-            if metric is not None:
-                value = format_value(metric.value, metric.unit)
-                lines.append(f"| {_short_name(result)}: {metric.label} | {value}{mark} |")
+    for columns in tables:
+        first = columns[0][1]
+        for key in _HEADLINES.get(first.scenario, ()):
+            found = [next((m for m in r.metrics if m.key == key), None) for _, r in columns]
+            if found[0] is None:
+                continue
+            cells = []
+            for (_, result), metric in zip(columns, found, strict=True):
+                mark = " *" if result.warnings else ""
+                skewed = skewed or bool(mark)
+                cells.append(format_value(metric.value, metric.unit) + mark if metric else "")
+            if reference and len(columns) == 1:
+                cells += ["(Collab only)", "", better(found[0])]
+            elif reference:
+                cells += [ratio(found[0], found[1]), better(found[0])]
+            lines.append(f"| {_short_name(first)}: {found[0].label} | " + " | ".join(cells) + " |")
     if skewed:
         lines += ["", "\\* measured while other processes took CPU (see the scenario's warnings)."]
     return "\n".join(lines)
 
 
-def render(results: list[ScenarioResult], machine: MachineInfo, plan: Plan, quick: bool) -> str:
+_FAIRNESS = (
+    "**Fairness.** The reference server ({reference}) keeps documents in memory only: it has no "
+    "persistence unless started with `YPERSISTENCE`, which the bench does not set. Collab "
+    "commits every update to SQLite before acknowledging it (WAL, `synchronous=NORMAL`), so "
+    "each Collab figure includes a durable write the reference server does not do. Ratios are "
+    "Collab / reference; the *better* column says whether a higher or a lower value is better "
+    "for that metric, so a ratio above 1 is a win only where higher is better."
+)
+
+
+def render(
+    tables: list[list[Column]], machine: MachineInfo, plan: Plan, quick: bool, reference: str
+) -> str:
     command = "collab bench report --output docs/benchmarks.md" + (" --quick" if quick else "")
     parts = [
         "# Benchmarks",
@@ -249,29 +365,28 @@ def render(results: list[ScenarioResult], machine: MachineInfo, plan: Plan, quic
         f"| OS | {machine.kernel} |",
         f"| Python / pycrdt / aiohttp | {machine.python} / {machine.pycrdt} / {machine.aiohttp} |",
         f"| Collab revision | {machine.git} |",
+        f"| reference server | {reference or 'not run'} |",
         f"| open-files limit (bench and server) | {machine.open_files} |",
         f"| load average before the run (1 / 5 / 15 min) | {machine.load} |",
         "",
         _CONDITIONS.format(cpus=machine.cpus),
         "",
-        "## Summary",
-        "",
-        _summary(results),
-        "",
-        "The tables have one column per server. A reference server (e.g. the y-websocket "
-        "reference server) will be added as a further column by a later change; no figures "
-        "for it exist yet.",
     ]
-    for result in results:
+    if reference:
+        parts += [_FAIRNESS.format(reference=reference), ""]
+    parts += ["## Summary", "", _summary(tables, bool(reference))]
+    for columns in tables:
+        result = columns[0][1]
         params = ", ".join(f"{k}={v}" for k, v in result.params.items())
         parts += ["", f"## {result.title}", "", _ABOUT.get(result.scenario, ""), ""]
-        parts += [f"Parameters: `{params}`.", "", markdown_table([(SERVER_NAME, result)])]
-        if result.problems:
-            parts += ["", "Problems seen in this run:", ""]
-            parts += [f"- {text}" for text in result.problems]
-        if result.warnings:
-            parts += ["", "Warnings:", ""]
-            parts += [f"- {text}" for text in result.warnings]
+        parts += [f"Parameters: `{params}`.", "", markdown_table(columns)]
+        for name, run in columns:
+            if run.problems:
+                parts += ["", f"Problems seen in this run ({name}):", ""]
+                parts += [f"- {text}" for text in run.problems]
+            if run.warnings:
+                parts += ["", f"Warnings ({name}):", ""]
+                parts += [f"- {text}" for text in run.warnings]
     parts += [
         "",
         "## Reproduce",
@@ -281,11 +396,18 @@ def render(results: list[ScenarioResult], machine: MachineInfo, plan: Plan, quic
         "# or one scenario against any y-websocket compatible server:",
         "collab bench fanout --url ws://127.0.0.1:8000/ws --readers {} --rate {:g} "
         "--duration {:g}".format(*plan.fanouts[0]),
+        "collab bench fanout --longpoll --url ws://127.0.0.1:8000/ws --readers {} --rate {:g} "
+        "--duration {:g}".format(*plan.longpoll),
         f"collab bench throughput --url ws://127.0.0.1:8000/ws --writers "
         f"{plan.throughput_writers} --readers {plan.throughput_readers} "
         f"--duration {plan.throughput_duration:g} --window {plan.throughput_window}",
+        f"collab bench presence --url ws://127.0.0.1:8000/ws --clients {plan.presence_clients}",
+        f"collab bench connect --url ws://127.0.0.1:8000/ws --clients {plan.connect_clients}",
         f"collab bench idle --url ws://127.0.0.1:8000/ws --connections "
         f"{plan.idle_connections} --server-pid <pid of the server>",
+        "# the reference server (its rooms are ws://HOST:PORT/<room>, no /ws prefix):",
+        "HOST=127.0.0.1 PORT=1234 node bench-ref/node_modules/@y/websocket-server/src/server.js",
+        "collab bench fanout --url ws://127.0.0.1:1234",
         "```",
         "",
         "`--server-pid` enables the memory and CPU readings (from `/proc`, same machine only); "
@@ -295,12 +417,16 @@ def render(results: list[ScenarioResult], machine: MachineInfo, plan: Plan, quic
     return "\n".join(parts)
 
 
-async def write_report(output: Path, plan: Plan, quick: bool) -> list[ScenarioResult]:
+async def write_report(
+    output: Path, plan: Plan, quick: bool, with_reference: bool = True
+) -> list[ScenarioResult]:
     machine = machine_info()  # before the run: the load average must not include ours
-    results = await run_report(plan)
+    script = install(REFERENCE_DIR) if with_reference else None
+    tables = await run_report(plan, script)
     output.parent.mkdir(parents=True, exist_ok=True)
-    text = render(results, machine, plan, quick)
+    reference = versions(REFERENCE_DIR) if script else ""
+    text = render(tables, machine, plan, quick, reference)
     temporary = output.with_name(output.name + ".tmp")
     temporary.write_text(text)
     os.replace(temporary, output)
-    return results
+    return [result for columns in tables for _, result in columns]

@@ -105,19 +105,54 @@ def text_table(result: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
+_LOWER_IS_BETTER_UNITS = ("ms", "KiB", "MiB")
+_HIGHER_IS_BETTER_UNITS = ("msg/s", "updates/s", "conn/s", "B/s")
+_LOWER_IS_BETTER_KEYS = ("server_cpu_percent", "server_idle_cpu_percent", "missing")
+
+
+def better(metric: Metric) -> str:
+    """Whether a higher or a lower value is better ("" when neither: counts, client-side CPU)."""
+    if metric.key.startswith(("bench_", "rss_before", "rss_after")):
+        return ""
+    if metric.unit in _LOWER_IS_BETTER_UNITS or metric.key in _LOWER_IS_BETTER_KEYS:
+        return "lower"
+    if metric.unit in _HIGHER_IS_BETTER_UNITS:
+        return "higher"
+    return ""
+
+
+def ratio(ours: Metric | None, theirs: Metric | None) -> str:
+    """``ours / theirs`` as ``1.23×`` for comparable figures, "" otherwise."""
+    if ours is None or theirs is None or not better(ours):
+        return ""
+    a, b = ours.value, theirs.value
+    numeric = (int, float)
+    if isinstance(a, bool) or not isinstance(a, numeric) or not isinstance(b, numeric):
+        return ""
+    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return ""
+    return f"{a / b:,.2f}×"
+
+
 def markdown_table(columns: Sequence[tuple[str, ScenarioResult]]) -> str:
-    """One row per metric, one column per server (the first result fixes the rows)."""
+    """One row per metric, one column per server (the first result fixes the rows).
+
+    With two servers, a ratio column (first / second) and which direction is better follow.
+    """
     if not columns:
         return ""
     names = [name for name, _ in columns]
+    compare = len(columns) == 2
+    if compare:
+        names += [f"{names[0]} / {names[1]}", "better"]
     lines = [
         "| metric | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
     ]
     for metric in columns[0][1].metrics:
-        cells = []
-        for _, result in columns:
-            match = next((m for m in result.metrics if m.key == metric.key), None)
-            cells.append(format_value(match.value, match.unit) if match else "")
+        found = [next((m for m in r.metrics if m.key == metric.key), None) for _, r in columns]
+        cells = [format_value(m.value, m.unit) if m else "" for m in found]
+        if compare:
+            cells += [ratio(found[0], found[1]), better(metric)]
         lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Load scenarios against any y-websocket server: fanout latency, throughput, idle memory.
+"""Load scenarios against any y-websocket server: latency, throughput, presence, connections.
 
 Every scenario is bounded: a fixed number of peers, a fixed sending time, and a timeout on
 every wait (connecting, syncing, draining). Peers connect with limited concurrency so the
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
+import re
 import secrets
 import time
 from array import array
@@ -21,9 +23,20 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from collab.bench.peer import Arrivals, Peer, Writer, doc_url, fetch_text, new_session
+from collab.bench.peer import (
+    Arrivals,
+    BasePeer,
+    LongPollReader,
+    Peer,
+    Writer,
+    doc_url,
+    fetch_text,
+    new_session,
+)
 from collab.bench.results import ScenarioResult
 from collab.bench.system import CpuMeter, CpuShare, open_fds, rss_bytes
+from collab.protocol.awareness import AwarenessEntry, encode_awareness_update
+from collab.protocol.wire import AwarenessMessage, encode_message
 
 KiB = 1024
 _POLL_SECONDS = 0.01
@@ -43,6 +56,11 @@ class Target:
 
     def new_doc(self, scenario: str) -> str:
         return f"{self.doc_prefix}-{scenario}-{secrets.token_hex(4)}"
+
+    def longpoll_open_url(self, doc_id: str) -> str:
+        """Collab's YLP/1 session URL: same host, http(s), without the ``/ws`` suffix."""
+        base = self.url.rstrip("/").removesuffix("/ws")
+        return base.replace("ws", "http", 1) + "/lp/open?doc=" + doc_id
 
 
 def percentile(sorted_values: Sequence[float], percent: float) -> float:
@@ -67,9 +85,9 @@ async def _open_synced(
     target: Target,
     url: str,
     label: str,
-    factory: type[Peer] = Peer,
+    factory: type[Peer] | type[LongPollReader] = Peer,
     **kwargs: int,
-) -> Peer:
+) -> BasePeer:
     async with asyncio.timeout(target.timeout):
         peer = await factory.open(session, url, label, **kwargs)
     try:
@@ -81,16 +99,20 @@ async def _open_synced(
 
 
 async def connect_many(
-    session: aiohttp.ClientSession, target: Target, urls: Sequence[str], label: str
-) -> tuple[list[Peer], Counter[str]]:
+    session: aiohttp.ClientSession,
+    target: Target,
+    urls: Sequence[str],
+    label: str,
+    factory: type[Peer] | type[LongPollReader] = Peer,
+) -> tuple[list[BasePeer], Counter[str]]:
     """Open and sync one reader per url, at most ``connect_concurrency`` at a time."""
     gate = asyncio.Semaphore(target.connect_concurrency)
     errors: Counter[str] = Counter()
 
-    async def one(index: int, url: str) -> Peer | None:
+    async def one(index: int, url: str) -> BasePeer | None:
         async with gate:
             try:
-                return await _open_synced(session, target, url, f"{label}-{index}")
+                return await _open_synced(session, target, url, f"{label}-{index}", factory)
             except Exception as exc:
                 errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
                 return None
@@ -99,7 +121,7 @@ async def connect_many(
     return [peer for peer in opened if peer is not None], errors
 
 
-async def close_all(peers: Sequence[Peer], timeout: float) -> None:
+async def close_all(peers: Sequence[BasePeer], timeout: float) -> None:
     if not peers:
         return
     with contextlib.suppress(TimeoutError):
@@ -114,7 +136,7 @@ def _report_connect_errors(result: ScenarioResult, errors: Counter[str], wanted:
         result.problem(f"{failed} of {wanted} connections failed: {worst}")
 
 
-def _report_peer_trouble(result: ScenarioResult, peers: Sequence[Peer]) -> None:
+def _report_peer_trouble(result: ScenarioResult, peers: Sequence[BasePeer]) -> None:
     """Connections the server ended (close code, or None: dropped) and frames it got wrong."""
     codes = Counter(p.stats.close_code for p in peers if p.stats.closed_by_server)
     closed = sum(codes.values())
@@ -160,18 +182,40 @@ async def _check_convergence(
 
 
 async def fanout(
-    target: Target, readers: int = 100, rate: float = 200.0, duration: float = 10.0
+    target: Target,
+    readers: int = 100,
+    rate: float = 200.0,
+    duration: float = 10.0,
+    longpoll: bool = False,
 ) -> ScenarioResult:
-    """One writer at a steady rate, N readers of the same document: delivery latency."""
+    """One writer at a steady rate, N readers of the same document: delivery latency.
+
+    With ``longpoll`` the readers use Collab's YLP/1 HTTP transport (the writer stays on the
+    WebSocket); a y-websocket server has no such transport.
+    """
     total = max(1, int(rate * duration))
+    over = " over long-poll (YLP/1)" if longpoll else ""
     result = ScenarioResult(
-        "fanout",
-        f"Fanout: 1 writer, {readers} readers, {rate:g} updates/s for {duration:g} s",
+        "fanout_longpoll" if longpoll else "fanout",
+        f"Fanout: 1 writer, {readers} readers{over}, {rate:g} updates/s for {duration:g} s",
         {"readers": readers, "rate": rate, "duration": duration},
     )
-    url = doc_url(target.url, target.new_doc("fanout"))
-    async with new_session() as session:
-        peers, errors = await connect_many(session, target, [url] * readers, "reader")
+    doc_id = target.new_doc("fanout")
+    url = doc_url(target.url, doc_id)
+    # long-poll readers reuse kept-alive HTTP connections, like a browser does
+    reader_session = (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        if longpoll
+        else new_session()
+    )
+    async with new_session() as session, reader_session:
+        if longpoll:
+            urls = [target.longpoll_open_url(doc_id)] * readers
+            peers, errors = await connect_many(
+                reader_session, target, urls, "lp-reader", LongPollReader
+            )
+        else:
+            peers, errors = await connect_many(reader_session, target, [url] * readers, "reader")
         _report_connect_errors(result, errors, readers)
         for peer in peers:
             peer.arrivals = Arrivals.expecting(total)
@@ -201,7 +245,7 @@ async def fanout(
             send_end = time.perf_counter()
             sent = writer.sent
             drained = await _wait_until(
-                lambda: all(p.stats.markers >= sent or p.ws.closed for p in peers),
+                lambda: all(p.stats.markers >= sent or p.closed for p in peers),
                 target.timeout,
             )
             cpu = meter.percent()
@@ -224,7 +268,7 @@ async def fanout(
     return result
 
 
-def _latencies(peers: Sequence[Peer], sends: array, sent: int) -> tuple[list[float], int]:
+def _latencies(peers: Sequence[BasePeer], sends: array, sent: int) -> tuple[list[float], int]:
     latencies: list[float] = []
     missing = 0
     for peer in peers:
@@ -242,7 +286,7 @@ def _latencies(peers: Sequence[Peer], sends: array, sent: int) -> tuple[list[flo
 
 def _fanout_metrics(
     result: ScenarioResult,
-    peers: Sequence[Peer],
+    peers: Sequence[BasePeer],
     latencies: list[float],
     missing: int,
     sent: int,
@@ -328,7 +372,7 @@ async def throughput(
             first_second, last_second = await sampler
             sent = sum(w.sent for w in writer_peers)
             drained = await _wait_until(
-                lambda: all(p.stats.markers >= sent or p.ws.closed for p in peers),
+                lambda: all(p.stats.markers >= sent or p.closed for p in peers),
                 target.timeout,
             )
             cpu = meter.percent()
@@ -465,7 +509,7 @@ async def idle(
     pid = target.server_pid
     doc_ids = [target.new_doc(f"idle{i}") for i in range(docs)]
     urls = [doc_url(target.url, doc_ids[i % docs]) for i in range(connections)]
-    peers: list[Peer] = []
+    peers: list[BasePeer] = []
     async with new_session() as session:
         try:
             warm, _ = await connect_many(
@@ -486,7 +530,7 @@ async def idle(
             rss_after = rss_bytes(pid) if pid else None
             fds_after = open_fds(pid) if pid else None
             own_after = rss_bytes(os.getpid())
-            alive = sum(1 for p in peers if not p.ws.closed)
+            alive = sum(1 for p in peers if not p.closed)
             keepalives = sum(p.stats.keepalives for p in peers)
             n = max(len(peers), 1)
             result.add("connected", "connections synced", len(peers))
@@ -540,3 +584,181 @@ def _delta(after: int | None, before: int | None, count: int, unit: int) -> floa
     if after is None or before is None:
         return None
     return (after - before) / count / unit
+
+
+# -- presence --------------------------------------------------------------------------------
+
+_PRESENCE_MARK = re.compile(rb'"bench": ?"(\d+):(\d+)"')
+
+
+async def presence(
+    target: Target, clients: int = 200, duration: float = 10.0, rate: float = 1.0
+) -> ScenarioResult:
+    """N clients on one document each move their cursor (awareness) ``rate`` times a second.
+
+    Each state carries ``"bench":"<client>:<seq>"``; receivers find it in whatever awareness
+    message the server forwards (merged or not), so latency is counted per (client, update).
+    """
+    result = ScenarioResult(
+        "presence",
+        f"Presence: {clients} clients, awareness {rate:g}/s each for {duration:g} s",
+        {"clients": clients, "rate": rate, "duration": duration},
+    )
+    rounds = max(1, int(duration * rate))
+    url = doc_url(target.url, target.new_doc("presence"))
+    sends = [array("d", [math.nan]) * rounds for _ in range(clients)]
+    latencies: list[float] = []
+    duplicates = 0
+    seen: set[tuple[int, int, int]] = set()
+
+    def receiver(index: int) -> Callable[[bytes, float], None]:
+        def on_awareness(payload: bytes, now: float) -> None:
+            nonlocal duplicates
+            for sender, digits in _PRESENCE_MARK.findall(payload):
+                client, seq = int(sender), int(digits)
+                if client == index or client >= clients or seq >= rounds:
+                    continue  # y-websocket servers echo a client's own state back to it
+                key = (index, client, seq)
+                if key in seen:
+                    duplicates += 1
+                    continue
+                seen.add(key)
+                latencies.append(now - sends[client][seq])
+
+        return on_awareness
+
+    async with new_session() as session:
+        peers, errors = await connect_many(session, target, [url] * clients, "presence")
+        _report_connect_errors(result, errors, clients)
+        try:
+            for index, peer in enumerate(peers):
+                peer.on_awareness = receiver(index)
+            meter = CpuMeter(target.server_pid)
+            start = time.perf_counter() + 0.05
+            await asyncio.gather(
+                *(
+                    _move_cursor(peer, index, len(peers), start, rounds, rate, sends[index])
+                    for index, peer in enumerate(peers)
+                    if isinstance(peer, Peer)
+                )
+            )
+            expected = len(peers) * (len(peers) - 1) * rounds
+            drained = await _wait_until(lambda: len(seen) >= expected, target.timeout)
+            cpu = meter.percent()
+            latencies.sort()
+            ms = 1000.0
+            result.add("clients_connected", "clients connected", len(peers))
+            result.add("updates_sent", "awareness updates sent", len(peers) * rounds)
+            result.add(
+                "latency_p50_ms", "delivery latency p50", percentile(latencies, 50) * ms, "ms"
+            )
+            result.add(
+                "latency_p99_ms", "delivery latency p99", percentile(latencies, 99) * ms, "ms"
+            )
+            result.add(
+                "latency_max_ms", "delivery latency max", percentile(latencies, 100) * ms, "ms"
+            )
+            result.add("delivered", "states delivered to other clients", len(seen))
+            result.add("missing", "states missing", expected - len(seen))
+            frames = sum(p.stats.frames for p in peers)
+            result.add("frames_received", "frames received (all clients)", frames)
+            _cpu_metrics(result, cpu)
+            if not drained:
+                result.problem(
+                    f"{expected - len(seen)} of {expected} presence deliveries never arrived"
+                )
+            if duplicates:
+                result.problem(f"{duplicates} presence states arrived twice")
+            _report_peer_trouble(result, peers)
+        finally:
+            await close_all(peers, target.timeout)
+    return result
+
+
+async def _move_cursor(
+    peer: Peer, index: int, count: int, start: float, rounds: int, rate: float, sends: array
+) -> None:
+    """Send ``rounds`` awareness updates, clients spread evenly over each period."""
+    client_id = 1_000_000 + index
+    for seq in range(rounds):
+        delay = start + (seq + index / count) / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        cursor = {"cursor": {"anchor": seq, "head": seq}, "bench": f"{index}:{seq}"}
+        state = json.dumps(cursor, separators=(",", ":"))
+        payload = encode_awareness_update([AwarenessEntry(client_id, seq + 1, state)])
+        sends[seq] = time.perf_counter()
+        try:
+            await peer.ws.send_bytes(encode_message(AwarenessMessage(payload)))
+        except (aiohttp.ClientError, ConnectionError):
+            return
+
+
+# -- connect ---------------------------------------------------------------------------------
+
+
+async def connect(target: Target, clients: int = 1000) -> ScenarioResult:
+    """A storm of C clients joining one document (``connect_concurrency`` at a time).
+
+    Sync time is from the start of the connect to the server's step2; the document holds a
+    few updates first, so step2 is not empty.
+    """
+    result = ScenarioResult(
+        "connect",
+        f"Connect storm: {clients} clients to one document, {target.connect_concurrency} at a time",
+        {"clients": clients, "concurrency": target.connect_concurrency},
+    )
+    pid = target.server_pid
+    url = doc_url(target.url, target.new_doc("connect"))
+    gate = asyncio.Semaphore(target.connect_concurrency)
+    errors: Counter[str] = Counter()
+    times: list[float] = []
+    peers: list[BasePeer] = []
+
+    async def one(index: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            try:
+                peer = await _open_synced(session, target, url, f"storm-{index}")
+            except Exception as exc:
+                errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
+                return
+            times.append(time.perf_counter() - started)
+            peers.append(peer)
+
+    async with new_session() as session:
+        writer = None
+        try:
+            writer = await _open_synced(session, target, url, "writer-0", Writer, index=0)
+            assert isinstance(writer, Writer)
+            for _ in range(20):
+                await writer.send(writer.next_update(), target.timeout)
+            await asyncio.sleep(0.2)
+            rss_before = rss_bytes(pid) if pid else None
+            meter = CpuMeter(pid)
+            started = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(clients)))
+            elapsed = time.perf_counter() - started
+            cpu = meter.percent()
+            rss_after = rss_bytes(pid) if pid else None
+            times.sort()
+            ms = 1000.0
+            result.add("connected", "clients synced", len(peers))
+            result.add(
+                "connect_rate", "connections/s (connect + sync)", len(peers) / elapsed, "conn/s"
+            )
+            result.add("sync_p50_ms", "connect + sync p50", percentile(times, 50) * ms, "ms")
+            result.add("sync_p99_ms", "connect + sync p99", percentile(times, 99) * ms, "ms")
+            result.add("sync_max_ms", "connect + sync max", percentile(times, 100) * ms, "ms")
+            result.add(
+                "rss_per_conn_kib",
+                "server RSS per connection",
+                _delta(rss_after, rss_before, max(len(peers), 1), KiB),
+                "KiB",
+            )
+            _cpu_metrics(result, cpu)
+            _report_connect_errors(result, errors, clients)
+            _report_peer_trouble(result, peers)
+        finally:
+            await close_all([*peers, *([writer] if writer else [])], target.timeout)
+    return result
