@@ -129,7 +129,8 @@ class RawClient:
         self._session = session
         self.url = url
         self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
-        self.doc.observe(self._on_local_change)
+        # unobserved in close(): pycrdt observers keep their Doc alive otherwise
+        self._subscription = self.doc.observe(self._on_local_change)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.synced = asyncio.Event()
         self.received: list[bytes] = []
@@ -239,6 +240,9 @@ class RawClient:
         return self.doc.get(name, type=Map)
 
     async def close(self) -> None:
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
         if self._sender is not None:
             while not self._outbox.empty() and not self._sender.done():
                 await asyncio.sleep(0.01)
@@ -294,7 +298,8 @@ class LongPollPeer:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, client_id: int | None = None):
         self.lp = LongPollClient(session, base_url)
         self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
-        self.doc.observe(self._on_local_change)
+        # unobserved in close(): pycrdt observers keep their Doc alive otherwise
+        self._subscription = self.doc.observe(self._on_local_change)
         self.synced = asyncio.Event()
         self.awareness: dict[int, AwarenessEntry] = {}
         self.closed_with: dict | None = None
@@ -383,6 +388,9 @@ class LongPollPeer:
                 await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        if self._subscription is not None:
+            self.doc.unobserve(self._subscription)
+            self._subscription = None
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
