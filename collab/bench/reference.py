@@ -17,6 +17,8 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from collab.bench.system import stop_process
+
 PACKAGE = "@y/websocket-server"
 VERSION = "0.1.1"
 YJS_RANGE = "~13.6.0"
@@ -103,11 +105,4 @@ async def reference_server(script: Path, log_path: Path) -> AsyncIterator[tuple[
             raise RuntimeError(f"the reference server did not start ({line.strip()!r}): {tail}")
         yield f"ws://127.0.0.1:{port}", process.pid
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(_STOP_TIMEOUT):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process, _STOP_TIMEOUT)

@@ -30,7 +30,7 @@ from collab.bench.results import (
     ratio,
     text_table,
 )
-from collab.bench.system import MachineInfo, machine_info, wait_for_quiet
+from collab.bench.system import MachineInfo, machine_info, stop_process, wait_for_quiet
 
 _LISTENING = re.compile(r"listening on http://(\S+)")
 _START_TIMEOUT = 30.0
@@ -122,14 +122,7 @@ async def local_server(data_dir: Path) -> AsyncIterator[LocalServer]:
             f"ws://{found.group(1)}/ws", process.pid, log_path, log_path.stat().st_size
         )
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                async with asyncio.timeout(_STOP_TIMEOUT):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop_process(process, _STOP_TIMEOUT)
 
 
 @contextlib.asynccontextmanager

@@ -231,3 +231,16 @@ def _load_average() -> str:
     except OSError:
         return "unknown"
     return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+async def stop_process(process: asyncio.subprocess.Process, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout`` seconds."""
+    if process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        async with asyncio.timeout(timeout):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
