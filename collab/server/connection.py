@@ -138,7 +138,8 @@ class Connection:
         self._queued_bytes = 0
         self._writer.cancel()
         loop = asyncio.get_running_loop()
-        for callback in self._on_close:
+        callbacks, self._on_close = self._on_close, []  # they hold rooms: let them go
+        for callback in callbacks:
             loop.call_soon(callback)  # not now: the caller may be iterating over a room
         self._closing = loop.create_task(self._close_transport(code, reason))
 

@@ -223,6 +223,7 @@ class LongPollSessions:
         assert session.conn is not None and session.room is not None
         await session.conn.wait_closed()
         self._rooms.leave(session.room, session.conn)
+        session.room = None  # a closed session is kept a while for its 410: not its document
         await session.close(session.conn.close_code or CloseCode.NORMAL, session.conn.close_reason)
 
     async def _sweep(self) -> None:
@@ -356,9 +357,9 @@ async def handle_send(request: web.Request) -> web.Response:
 
 async def _apply(request: web.Request, session: LongPollSession, frames: list[bytes]) -> None:
     conn, room = session.conn, session.room
-    assert conn is not None and room is not None
+    assert conn is not None
     for frame in frames:
-        if conn.closed:
+        if conn.closed or room is None:
             raise _Gone(conn.close_code or CloseCode.GOING_AWAY, conn.close_reason)
         try:
             conn.admit(len(frame))

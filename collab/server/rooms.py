@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from collab.cluster.redis import BusError, RedisBus
 from collab.protocol.cluster import BusMessage, Kind
 from collab.server.connection import Connection
+from collab.server.memory import release_free_memory
 from collab.server.room import Room
 from collab.server.settings import Settings
 from collab.server.stats import ServerStats
@@ -231,28 +232,40 @@ class Rooms:
 
     async def _keep_house(self) -> None:
         """Every few seconds: keep-alive frames for quiet connections, drop presence of
-        clients of vanished nodes; every 30 s: compare each document with the store (catches
-        a publish lost after a crash)."""
+        clients of vanished nodes, give the memory of evicted documents back to the OS; every
+        30 s: compare each document with the store (catches a publish lost after a crash)."""
         last_audit = time.monotonic()
+        evictions_seen = self.evictions
         while True:
             settings = self._settings
             await asyncio.sleep(
                 min(3.0, settings.presence_timeout_seconds / 4, settings.keepalive_seconds / 3)
             )
             now = time.monotonic()
-            for room in list(self._rooms.values()):
-                room.expire_remote_presence(now, settings.presence_timeout_seconds)
-                for conn in room.connections:
-                    conn.keep_alive(now)
+            self._sweep(now)
+            if self.evictions != evictions_seen:
+                evictions_seen = self.evictions
+                release_free_memory()
             if self.bus is not None and now - last_audit >= AUDIT_SECONDS:
                 last_audit = now
-                behind = []
-                for room in list(self._rooms.values()):
-                    with contextlib.suppress(StoreError):
-                        info = await self._store.info(room.doc_id)
-                        if info is not None and info.last_seq > room.applied.contiguous:
-                            behind.append(room.doc_id)
-                await self.catch_up(behind)
+                await self._audit()
+
+    async def _audit(self) -> None:
+        behind = []
+        for room in list(self._rooms.values()):
+            with contextlib.suppress(StoreError):
+                info = await self._store.info(room.doc_id)
+                if info is not None and info.last_seq > room.applied.contiguous:
+                    behind.append(room.doc_id)
+        await self.catch_up(behind)
+
+    def _sweep(self, now: float) -> None:
+        """A function of its own so that no loop variable keeps an evicted room alive."""
+        timeout = self._settings.presence_timeout_seconds
+        for room in list(self._rooms.values()):
+            room.expire_remote_presence(now, timeout)
+            for conn in room.connections:
+                conn.keep_alive(now)
 
     async def _evict_least_recently_used(self) -> None:
         idle = [room for room in self._rooms.values() if not room.connections and not room.holds]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import weakref
 from dataclasses import replace
 
 import msgpack
@@ -21,7 +23,7 @@ from collab.protocol.wire import (
     encode_sync,
     encode_update,
 )
-from collab.server.keys import LONGPOLL
+from collab.server.keys import LONGPOLL, ROOMS
 from tests.support import LongPollClient, LongPollPeer, RawClient, running_server
 
 
@@ -147,6 +149,22 @@ async def test_expired_sessions_clean_up_and_answer_410(http, settings) -> None:
         assert str(fresh.text()) == "kept"
         await fresh.close()
         await watcher.close()
+
+
+async def test_a_closed_session_kept_for_its_410_does_not_keep_its_document(http, settings) -> None:
+    async with running_server(replace(settings, idle_evict_seconds=0.05)) as server:
+        lp = await LongPollPeer(http, server.url).open("released")
+        lp.text().insert(0, "x" * 1000)
+        await lp.wait_for(lambda: not lp._unacked)
+        room = weakref.ref(server.app[ROOMS].get("released"))
+        await lp.close()
+        for _ in range(100):
+            if server.app[ROOMS].get("released") is None:
+                break
+            await asyncio.sleep(0.02)
+        assert server.app[LONGPOLL].get(lp.lp.sid).closed  # still there, to answer 410
+        gc.collect()
+        assert room() is None, "the closed session still holds the evicted room"
 
 
 async def _poll_sid(http, base: str, sid: str):
