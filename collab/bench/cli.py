@@ -11,11 +11,14 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
 from collab.bench import scenarios
 from collab.bench.results import ScenarioResult, text_table
+from collab.bench.scenarios.throughput import default_reader_processes
 from collab.bench.system import raise_open_files_limit
+from collab.bench.traces import default_trace
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
 
@@ -71,24 +74,39 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     fanout.add_argument(
         "--longpoll", action="store_true", help="readers over Collab's YLP/1 long-poll transport"
     )
-    fanout.set_defaults(run=_run_scenario, scenario="fanout")
+    fanout.set_defaults(
+        body=lambda t, a: scenarios.fanout(t, a.readers, a.rate, a.duration, a.longpoll),
+        peers=lambda a: a.readers,
+    )
 
     throughput = kinds.add_parser(
         "throughput", parents=[common], help="W writers as fast as N readers keep up"
     )
-    throughput.add_argument("--writers", type=_positive_int, default=4)
-    throughput.add_argument("--readers", type=_positive_int, default=20)
+    throughput.add_argument("--writers", type=_positive_int, default=1)
+    throughput.add_argument("--readers", type=_positive_int, default=100)
     throughput.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
     throughput.add_argument(
         "--window", type=_positive_int, default=1000, help="updates in flight at most"
     )
-    throughput.set_defaults(run=_run_scenario, scenario="throughput")
+    throughput.add_argument(
+        "--reader-processes", type=_positive_int, default=None,
+        help=f"worker processes for the readers (default {default_reader_processes()} here)",
+    )  # fmt: skip
+    throughput.set_defaults(
+        body=lambda t, a: scenarios.throughput(
+            t, a.writers, a.readers, a.duration, a.window, a.reader_processes
+        ),
+        peers=lambda a: a.writers + a.readers,
+    )
 
     idle = kinds.add_parser("idle", parents=[common], help="C idle connections: server memory")
     idle.add_argument("--connections", type=_positive_int, default=1000)
     idle.add_argument("--docs", type=_positive_int, default=None, help="default connections/10")
     idle.add_argument("--hold", type=_positive_float, default=5.0, help="seconds kept open")
-    idle.set_defaults(run=_run_scenario, scenario="idle")
+    idle.set_defaults(
+        body=lambda t, a: scenarios.idle(t, a.connections, a.docs, a.hold),
+        peers=lambda a: a.connections,
+    )
 
     presence = kinds.add_parser(
         "presence", parents=[common], help="N clients moving cursors: awareness latency, CPU"
@@ -96,13 +114,63 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     presence.add_argument("--clients", type=_positive_int, default=200)
     presence.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
     presence.add_argument("--rate", type=_positive_float, default=1.0, help="updates/s each")
-    presence.set_defaults(run=_run_scenario, scenario="presence")
+    presence.set_defaults(
+        body=lambda t, a: scenarios.presence(t, a.clients, a.duration, a.rate),
+        peers=lambda a: a.clients,
+    )
 
     connect = kinds.add_parser(
-        "connect", parents=[common], help="connect storm on one document: connections/s"
+        "connect", parents=[common], help="connect storm: connections/s, sync time, memory"
     )
     connect.add_argument("--clients", type=_positive_int, default=1000)
-    connect.set_defaults(run=_run_scenario, scenario="connect")
+    connect.add_argument(
+        "--docs", type=_positive_int, default=1,
+        help="documents the clients spread over: 1 (default) or up to one each",
+    )  # fmt: skip
+    connect.set_defaults(
+        body=lambda t, a: scenarios.connect(t, a.clients, a.docs), peers=lambda a: a.clients
+    )
+
+    manydocs = kinds.add_parser(
+        "manydocs", parents=[common], help="K documents x 2 editing clients: memory, eviction"
+    )
+    manydocs.add_argument("--docs", type=_positive_int, default=1000)
+    manydocs.add_argument("--rate", type=_positive_float, default=1.0, help="updates/s each")
+    manydocs.add_argument("--duration", type=_positive_float, default=10.0, help="seconds")
+    manydocs.add_argument(
+        "--evict-wait", type=_positive_float, default=40.0,
+        help="seconds to wait for the documents to be unloaded after everyone left",
+    )  # fmt: skip
+    manydocs.set_defaults(
+        body=lambda t, a: scenarios.manydocs(t, a.docs, a.rate, a.duration, a.evict_wait),
+        peers=lambda a: 2 * a.docs,
+    )
+
+    bigdoc = kinds.add_parser(
+        "bigdoc", parents=[common], help="a document from an editing trace: sync, join storm"
+    )
+    bigdoc.add_argument(
+        "--trace", type=Path, default=default_trace(),
+        help=f"editing trace (.json.gz, josephg/editing-traces format; default {default_trace()})",
+    )  # fmt: skip
+    bigdoc.add_argument(
+        "--patches", type=_positive_int, default=None, help="replay only the first N patches"
+    )
+    bigdoc.add_argument("--fresh", type=_positive_int, default=5, help="fresh clients, one by one")
+    bigdoc.add_argument("--joiners", type=_positive_int, default=50, help="joining at once")
+    bigdoc.set_defaults(body=_bigdoc, peers=lambda a: a.joiners + 2)
+
+    durable = kinds.add_parser(
+        "durable", parents=[common], help="updates/s with a durability barrier after each"
+    )
+    durable.add_argument("--writers", type=_positive_int, default=1, help="one document each")
+    durable.add_argument("--duration", type=_positive_float, default=5.0, help="seconds")
+    durable.set_defaults(
+        body=lambda t, a: scenarios.durable(t, a.writers, a.duration), peers=lambda a: a.writers
+    )
+
+    for scenario in (fanout, throughput, idle, presence, connect, manydocs, bigdoc, durable):
+        scenario.set_defaults(run=_run_scenario)
 
     report = kinds.add_parser(
         "report", help="start Collab, run every scenario, write a Markdown report"
@@ -125,19 +193,12 @@ def _target(args: argparse.Namespace) -> scenarios.Target:
     )
 
 
-async def _scenario(args: argparse.Namespace) -> ScenarioResult:
-    target = _target(args)
-    if args.scenario == "fanout":
-        return await scenarios.fanout(target, args.readers, args.rate, args.duration, args.longpoll)
-    if args.scenario == "throughput":
-        return await scenarios.throughput(
-            target, args.writers, args.readers, args.duration, args.window
-        )
-    if args.scenario == "presence":
-        return await scenarios.presence(target, args.clients, args.duration, args.rate)
-    if args.scenario == "connect":
-        return await scenarios.connect(target, args.clients)
-    return await scenarios.idle(target, args.connections, args.docs, args.hold)
+def _bigdoc(target: scenarios.Target, args: argparse.Namespace) -> Awaitable[ScenarioResult]:
+    if args.trace is None:
+        raise SystemExit("collab bench: no editing trace found here; pass --trace PATH")
+    if not args.trace.is_file():
+        raise SystemExit(f"collab bench: no such trace file: {args.trace}")
+    return scenarios.bigdoc(target, args.trace, args.patches, args.fresh, args.joiners)
 
 
 def _check_open_files(needed: int) -> None:
@@ -150,9 +211,8 @@ def _check_open_files(needed: int) -> None:
 
 
 def _run_scenario(args: argparse.Namespace) -> int:
-    peers = sum(getattr(args, name, 0) for name in ("connections", "readers", "clients"))
-    _check_open_files(peers + getattr(args, "writers", 1) + 64)
-    result = asyncio.run(_scenario(args))
+    _check_open_files(args.peers(args) + 64)
+    result = asyncio.run(args.body(_target(args), args))
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -164,7 +224,8 @@ def _run_report(args: argparse.Namespace) -> int:
     from collab.bench.report import Plan, write_report
 
     plan = Plan.quick() if args.quick else Plan()
-    _check_open_files(plan.idle_connections + 128)  # the server inherits the limit
+    # the server inherits the limit; manydocs has the most connections open at once
+    _check_open_files(max(plan.idle_connections, 2 * plan.manydocs_docs) + 128)
     try:
         results = asyncio.run(
             write_report(args.output, plan, args.quick, with_reference=not args.no_reference)

@@ -39,6 +39,7 @@ TEXT_NAME = "content"  # the Y.Text the editor page binds to
 EMPTY_STATE_VECTOR = b"\x00"
 _MARKER = re.compile(rb"\[#(\d+):(\d+)\]")
 _MARKER_PREFIX = b"[#"
+_UPDATE_PREFIX = b"\x00\x02"  # message type sync, sync type update
 
 
 def doc_url(base_url: str, doc_id: str) -> str:
@@ -57,6 +58,7 @@ class PeerStats:
     bytes: int = 0
     updates: int = 0  # sync update frames (00 02)
     markers: int = 0  # writer updates recognised inside them
+    echoes: int = 0  # a writer's own updates sent back to it (when counting markers)
     keepalives: int = 0
     duplicates: int = 0
     reordered: int = 0
@@ -91,7 +93,6 @@ class BasePeer:
         self.stats = PeerStats()
         self.synced = asyncio.Event()
         self.arrivals: Arrivals | None = None  # set by latency-measuring scenarios
-        self.progress: asyncio.Event | None = None  # set on every recognised update
         self.count_markers = False
         self.on_awareness: Callable[[bytes, float], None] | None = None  # presence scenario
         self._closing = False
@@ -155,8 +156,6 @@ class BasePeer:
                     arrivals.last_seq = seq
         elif self.count_markers:
             stats.markers += update.count(_MARKER_PREFIX)
-        if self.progress is not None:
-            self.progress.set()
 
     async def _stop_task(self) -> None:
         if self._task is not None:
@@ -237,6 +236,27 @@ class Peer(BasePeer):
         with contextlib.suppress(Exception):
             await self.ws.close()
         await self._stop_task()
+
+
+class CountingReader(Peer):
+    """A reader that only counts: update frames are recognised by their first two bytes and
+    their writer markers counted with ``bytes.count``, without decoding them.
+
+    A server that merges updates sends fewer frames carrying the same markers, so markers count
+    delivered updates and frames count messages. Other frames (handshake, presence) are rare
+    and go through the strict codec.
+    """
+
+    def handle(self, data: bytes, now: float) -> bytes | None:
+        if data[:2] != _UPDATE_PREFIX:
+            return super().handle(data, now)
+        stats = self.stats
+        stats.frames += 1
+        stats.bytes += len(data)
+        stats.updates += 1
+        stats.markers += data.count(_MARKER_PREFIX)
+        stats.last_update_at = now
+        return None
 
 
 class LongPollReader(BasePeer):
@@ -336,11 +356,22 @@ class Writer(Peer):
     def _capture(self, event: TransactionEvent) -> None:
         self._last_update = event.update
 
+    def _recognise(self, update: bytes, now: float) -> None:
+        super()._recognise(update, now)
+        if self.count_markers:  # some servers send an update to its sender too
+            self.stats.echoes += update.count(b"[#%d:" % self.index)
+
     def state_vector(self) -> bytes:
         return self._doc.get_state()
 
     def update_for(self, state_vector: bytes) -> bytes:
         return self._doc.get_update(state_vector)
+
+    def adopt(self, update: bytes) -> bytes:
+        """Make ``update`` (a whole document, e.g. a replayed trace) this writer's state too;
+        returns it as one ``00 02`` frame, so the server receives it in a single message."""
+        self._doc.apply_update(update)
+        return encode_update(update)
 
     def next_update(self) -> bytes:
         """Encode the next marked insert as a ``00 02`` frame (CPU work kept out of timing)."""
@@ -370,10 +401,12 @@ class Observer(Peer):
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, label: str) -> None:
         super().__init__(ws, label)
+        self.step2_bytes = 0
         self._doc = Doc()
         self._text = self._doc.get(TEXT_NAME, type=Text)
 
     def on_step2(self, update: bytes) -> None:
+        self.step2_bytes = len(update)
         self._doc.apply_update(update)
 
     def text(self) -> str:

@@ -105,14 +105,22 @@ def text_table(result: ScenarioResult) -> str:
     return "\n".join(lines)
 
 
-_LOWER_IS_BETTER_UNITS = ("ms", "KiB", "MiB")
+_LOWER_IS_BETTER_UNITS = ("ms", "s", "KiB", "MiB")
 _HIGHER_IS_BETTER_UNITS = ("msg/s", "updates/s", "conn/s", "B/s")
-_LOWER_IS_BETTER_KEYS = ("server_cpu_percent", "server_idle_cpu_percent", "missing")
+_LOWER_IS_BETTER_KEYS = (
+    "server_cpu_percent",
+    "server_idle_cpu_percent",
+    "missing",
+    "join_failed",
+    "join_reconnects",
+    "barriers_failed",
+)
+_READINGS = ("bench_", "rss_before", "rss_after", "rss_loaded", "rss_released")  # not scores
 
 
 def better(metric: Metric) -> str:
     """Whether a higher or a lower value is better ("" when neither: counts, client-side CPU)."""
-    if metric.key.startswith(("bench_", "rss_before", "rss_after")):
+    if metric.key.startswith(_READINGS):
         return ""
     if metric.unit in _LOWER_IS_BETTER_UNITS or metric.key in _LOWER_IS_BETTER_KEYS:
         return "lower"
@@ -137,14 +145,15 @@ def ratio(ours: Metric | None, theirs: Metric | None) -> str:
 def markdown_table(columns: Sequence[tuple[str, ScenarioResult]]) -> str:
     """One row per metric, one column per server (the first result fixes the rows).
 
-    With two servers, a ratio column (first / second) and which direction is better follow.
+    With several servers, ratio columns follow (each server / the last one, the reference
+    when there is one) and which direction is better.
     """
     if not columns:
         return ""
     names = [name for name, _ in columns]
-    compare = len(columns) == 2
+    compare = len(columns) >= 2
     if compare:
-        names += [f"{names[0]} / {names[1]}", "better"]
+        names += [f"{name} / {names[-1]}" for name in names[:-1]] + ["better"]
     lines = [
         "| metric | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
@@ -153,6 +162,6 @@ def markdown_table(columns: Sequence[tuple[str, ScenarioResult]]) -> str:
         found = [next((m for m in r.metrics if m.key == metric.key), None) for _, r in columns]
         cells = [format_value(m.value, m.unit) if m else "" for m in found]
         if compare:
-            cells += [ratio(found[0], found[1]), better(metric)]
+            cells += [ratio(m, found[-1]) for m in found[:-1]] + [better(metric)]
         lines.append(f"| {metric.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -12,7 +12,9 @@ import os
 import platform
 import resource
 import subprocess
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -92,22 +94,27 @@ class CpuShare:
 
 
 class CpuMeter:
-    """CPU used by the server (if its pid is known), by this process and by everything else.
+    """CPU used by the server (if its pid is known), by the bench and by everything else.
 
     The bench and the server share the machine; ``other`` shows when a third party (a test
     run, a build) took CPU during the measurement, which skews every figure.
     """
 
-    def __init__(self, server_pid: int | None) -> None:
+    def __init__(self, server_pid: int | None, helper_pids: Sequence[int] = ()) -> None:
         self._pid = server_pid
+        self._helpers = helper_pids  # the bench's worker processes: counted as the bench
         self._wall = time.perf_counter()
-        self._own = time.process_time()
+        self._own = self._bench_seconds()
         self._server = cpu_seconds(server_pid) if server_pid else None
         self._machine = machine_busy_seconds()
 
+    def _bench_seconds(self) -> float:
+        helpers = (cpu_seconds(pid) for pid in self._helpers)
+        return time.process_time() + sum(seconds or 0.0 for seconds in helpers)
+
     def percent(self) -> CpuShare:
         wall = max(time.perf_counter() - self._wall, 1e-9)
-        own = 100 * (time.process_time() - self._own) / wall
+        own = 100 * (self._bench_seconds() - self._own) / wall
         server = None
         if self._pid and self._server is not None:
             now = cpu_seconds(self._pid)
@@ -148,6 +155,7 @@ class MachineInfo:
     aiohttp: str
     git: str
     open_files: str
+    temp_fs: str  # where the servers' data directories go: tmpfs would make fsync free
     load: str  # other work on the machine skews every figure: recorded, not hidden
 
 
@@ -221,8 +229,27 @@ def machine_info() -> MachineInfo:
         aiohttp=_version("aiohttp"),
         git=_git_revision(),
         open_files=f"{soft} (hard {hard})",
+        temp_fs=_filesystem(Path(tempfile.gettempdir())),
         load=_load_average(),
     )
+
+
+def _filesystem(path: Path) -> str:
+    """``/tmp (ext4)``: the type of the mount that holds ``path`` (/proc/mounts)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return f"{path} (unknown)"
+    resolved = path.resolve()
+    best, kind = "", "unknown"
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1]
+        if resolved.is_relative_to(point) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return f"{path} ({kind})"
 
 
 def _load_average() -> str:

@@ -3,9 +3,16 @@ complete, nothing is lost and a fresh client converges. No timing assertions."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from dataclasses import replace
+
 from collab.bench import scenarios
 from collab.bench.results import ScenarioResult, markdown_table
-from tests.support import RunningServer
+from collab.bench.traces import default_trace, replay
+from collab.server.settings import Settings
+from tests.support import RunningServer, running_server
 
 
 def _target(server: RunningServer) -> scenarios.Target:
@@ -34,10 +41,15 @@ async def test_fanout_longpoll(server: RunningServer) -> None:
     assert _metric(result, "converged") is True
 
 
-async def test_throughput(server: RunningServer) -> None:
-    result = await scenarios.throughput(_target(server), writers=2, readers=2, duration=0.5)
+async def test_throughput_readers_in_worker_processes(server: RunningServer) -> None:
+    result = await scenarios.throughput(
+        _target(server), writers=1, readers=3, duration=0.5, reader_processes=2
+    )
     assert result.ok, result.problems
-    assert _metric(result, "updates_sent") > 0
+    assert _metric(result, "readers_connected") == 3
+    sent = _metric(result, "updates_sent")
+    assert isinstance(sent, int) and sent > 0
+    assert _metric(result, "updates_delivered") == 3 * sent
     assert _metric(result, "converged") is True
 
 
@@ -54,10 +66,73 @@ async def test_connect(server: RunningServer) -> None:
     assert _metric(result, "connected") == 10
 
 
+async def test_connect_a_document_each(server: RunningServer) -> None:
+    result = await scenarios.connect(_target(server), clients=6, docs=6)
+    assert result.ok, result.problems
+    assert result.params["docs"] == 6
+    assert _metric(result, "connected") == 6
+
+
 async def test_idle(server: RunningServer) -> None:
     result = await scenarios.idle(_target(server), connections=6, docs=2, hold=0.2)
     assert result.ok, result.problems
     assert _metric(result, "alive_after_hold") == 6
+
+
+async def test_manydocs_sees_the_documents_unloaded(settings: Settings) -> None:
+    async with running_server(replace(settings, idle_evict_seconds=0.2)) as server:
+        result = await scenarios.manydocs(
+            _target(server), docs=3, rate=2.0, duration=1.0, evict_wait=10.0
+        )
+    assert result.ok, result.problems
+    assert _metric(result, "clients_connected") == 6
+    assert _metric(result, "updates_delivered") == _metric(result, "updates_sent") == 12
+    assert _metric(result, "rooms_loaded") == 3
+    assert _metric(result, "rooms_after_leave") == 0
+    assert _metric(result, "evicted_after_s") is not None
+    assert _metric(result, "converged") is True
+
+
+async def test_bigdoc(server: RunningServer) -> None:
+    trace = default_trace()
+    assert trace is not None
+    result = await scenarios.bigdoc(_target(server), trace, patches=2000, fresh=2, joiners=5)
+    assert result.ok, result.problems
+    assert _metric(result, "join_synced") == 5
+    assert _metric(result, "join_failed") == _metric(result, "join_reconnects") == 0
+    assert _metric(result, "converged") is True
+
+
+def test_trace_replay_matches_the_published_checkpoint() -> None:
+    trace = default_trace()
+    assert trace is not None
+    built = replay(trace, 20_000)  # tests/data/README.md and the trace corpus give this hash
+    assert (built.patches, built.chars, built.complete) == (20_000, 14_302, False)
+    assert built.sha256 == "9d4114b210b2cca71082e7f6f5ce65a195a95e82b63756cb2f227a667fe37270"
+
+
+async def test_durable(server: RunningServer) -> None:
+    result = await scenarios.durable(_target(server), writers=2, duration=0.3)
+    assert result.ok, result.problems
+    assert _metric(result, "writers_connected") == 2
+    stored = _metric(result, "updates_stored")
+    assert isinstance(stored, int) and stored > 0
+    assert _metric(result, "barriers_failed") == 0
+    assert _metric(result, "converged") is True
+
+
+async def test_cli_prints_json(server: RunningServer) -> None:
+    url = _target(server).url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collab", "bench", "durable", "--url", url, "--duration", "0.3",
+        "--json", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    output = json.loads(stdout)
+    assert output["scenario"] == "durable"
+    assert output["ok"] is True
+    assert output["metrics"]["converged"] is True
 
 
 def test_markdown_table_has_ratio_column() -> None:
@@ -67,3 +142,14 @@ def test_markdown_table_has_ratio_column() -> None:
     theirs.add("latency_p50_ms", "delivery latency p50", 4.0, "ms")
     table = markdown_table([("Collab", ours), ("reference", theirs)])
     assert "| delivery latency p50 | 2.00 ms | 4.00 ms | 0.50× | lower |" in table
+
+
+def test_markdown_table_compares_every_variant_with_the_last_column() -> None:
+    columns = []
+    for name, rate in (("NORMAL", 900.0), ("FULL", 300.0), ("reference", 1200.0)):
+        result = ScenarioResult("durable", "t", {})
+        result.add("durable_per_s", "acknowledged updates/s", rate, "updates/s")
+        columns.append((name, result))
+    table = markdown_table(columns)
+    assert "| metric | NORMAL | FULL | reference | NORMAL / reference | FULL / reference |" in table
+    assert "| 0.75× | 0.25× | higher |" in table
