@@ -1,9 +1,12 @@
 """One live document: the pycrdt Doc, its presence, its connections; apply, broadcast, persist.
 
 The way of one update: strict decode -> permission check -> ``apply_update`` (errors close only
-that connection) -> if the doc changed, the effective update is encoded once and queued to every
-other connection -> the raw bytes are queued for the group commit. A connection's next step1 is
-answered only after its earlier updates are committed, so a step2 reply is a durability barrier.
+that connection) -> if the doc changed, the effective update joins this event-loop turn's batch
+-> the raw bytes are queued for the group commit. At the end of the turn the batch is merged
+into one update, encoded once and queued to every connection that did not send all of it: a
+writer faster than the server is served in fewer, larger messages instead of a growing backlog.
+A connection's next step1 is answered only after its earlier updates are committed, so a step2
+reply is a durability barrier.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import Doc, TransactionEvent, merge_updates
 
 from collab.protocol.awareness import (
     AwarenessEntry,
@@ -48,6 +51,9 @@ from collab.store.folding import has_unintegrated_structs
 log = logging.getLogger(__name__)
 
 _FATAL = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, MemoryError)
+# A batch with more senders than this goes to its senders whole (echoing their own part, which
+# Yjs ignores) rather than merged once per sender.
+_MAX_SENDERS_EXCLUDED = 4
 
 
 class Room:
@@ -80,6 +86,8 @@ class Room:
         # whole document would stay in memory after eviction.
         self._subscription = self._doc.observe(self._record_change)
         self._writes: set[asyncio.Future[int]] = set()
+        self._batch: list[tuple[Connection | None, bytes]] = []  # (sender, change) this turn
+        self._batch_flush: asyncio.Handle | None = None
 
     def _record_change(self, event: TransactionEvent) -> None:
         self._last_change = event.update
@@ -101,6 +109,7 @@ class Room:
 
     def join(self, conn: Connection) -> None:
         """Greet like the reference server: our step1, then every known presence state."""
+        self.flush_broadcast()
         self.connections.add(conn)
         conn.send(encode_sync(SyncType.STEP1, self._doc.get_state()))
         if len(self.awareness):
@@ -114,6 +123,10 @@ class Room:
 
     def dispose(self) -> None:
         """Release the document (after eviction); the room is not used again."""
+        if self._batch_flush is not None:
+            self._batch_flush.cancel()
+            self._batch_flush = None
+        self._batch.clear()
         self._doc.unobserve(self._subscription)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -138,6 +151,7 @@ class Room:
             case AwarenessMessage(payload):
                 self._receive_awareness(conn, payload)
             case QueryAwareness():
+                self.flush_broadcast()
                 conn.send(self._awareness_message(self.awareness.entries()))
             case PermissionDenied():
                 raise ProtocolError("auth messages only travel from server to client")
@@ -150,6 +164,7 @@ class Room:
             update = self._doc.get_update(state_vector)
         except ValueError as exc:
             raise ProtocolError("invalid state vector in sync step 1") from exc
+        self.flush_broadcast()
         conn.send(encode_sync(SyncType.STEP2, update))
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
@@ -183,11 +198,7 @@ class Room:
         stats.updates_in += 1
         stats.update_bytes_in += len(update)
         if change is not None:
-            message = encode_update(change)
-            for other in self.connections:
-                if other is not origin:
-                    other.send(message)
-            stats.fanout_messages += len(self.connections) - (origin in self.connections)
+            self._add_to_batch(origin, change)
         elif not has_unintegrated_structs(update, self._doc.get_state()):
             stats.duplicate_updates += 1
             return None  # a duplicate: neither stored nor broadcast
@@ -272,14 +283,45 @@ class Room:
         change, self._last_change = self._last_change, None
         if change is not None:
             self.stored_bytes += len(update)
-            self._broadcast(encode_update(change))
+            self._add_to_batch(None, change)
 
     def expire_remote_presence(self, now: float, timeout: float) -> None:
         removals = self.awareness.expire(now, timeout)
         if removals:
             self._broadcast(self._awareness_message(removals))
 
+    def _add_to_batch(self, sender: Connection | None, change: bytes) -> None:
+        self._batch.append((sender, change))
+        if self._batch_flush is None:
+            self._batch_flush = asyncio.get_running_loop().call_soon(self.flush_broadcast)
+
+    def flush_broadcast(self) -> None:
+        """Send this turn's document changes; anything else sent to a connection goes after
+        them, so a presence state never arrives before the text it points into."""
+        if self._batch_flush is not None:
+            self._batch_flush.cancel()
+            self._batch_flush = None
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        changes = [change for _, change in batch]
+        message = encode_update(changes[0] if len(changes) == 1 else merge_updates(*changes))
+        senders = {sender for sender, _ in batch if sender in self.connections}
+        if len(senders) > _MAX_SENDERS_EXCLUDED:
+            senders.clear()
+        for conn in self.connections:
+            if conn not in senders:
+                conn.send(message)
+        sent = len(self.connections) - len(senders)
+        for sender in senders:
+            rest = [change for origin, change in batch if origin is not sender]
+            if rest:
+                sender.send(encode_update(rest[0] if len(rest) == 1 else merge_updates(*rest)))
+                sent += 1
+        self._stats.fanout_messages += sent
+
     def _broadcast(self, message: bytes) -> None:
+        self.flush_broadcast()
         for conn in self.connections:
             conn.send(message)
 
