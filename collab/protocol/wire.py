@@ -16,6 +16,7 @@ MAX_VAR_UINT = 2**53 - 1
 _MAX_VAR_UINT_BYTES = 8  # 7 bits per byte: 8 bytes cover 56 bits
 
 EMPTY_UPDATE = b"\x00\x00"
+UPDATE_PREFIX = b"\x00\x02"  # message type sync, sync type update
 
 
 class CloseCode(IntEnum):

@@ -1,7 +1,10 @@
-"""A transport-agnostic peer of a room: bounded outbound queue, one writer task, keep-alive.
+"""A transport-agnostic peer of a room: bounded outbound queue, writer on demand, keep-alive.
 
-Rooms call ``send`` synchronously (it never blocks the sender's loop); one writer task per
-connection drains the queue in order. A consumer that falls behind past the queue limits is
+Rooms call ``send`` synchronously (it never blocks the sender's loop). While the transport
+takes data at once (its buffers are not full) a message is written right there: no task, no
+wake-up, no queue. Once it pushes back, messages queue and a writer task drains them in
+order, merging consecutive document updates into one; the task ends when the queue is empty,
+so an idle connection owns no task. A consumer that falls behind past the queue limits is
 closed with 1013 (the client reconnects and resyncs by state vector, so nothing is lost),
 which keeps server memory bounded whatever the client does.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import time
@@ -17,8 +21,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from pycrdt import merge_updates
+
 from collab.protocol.ratelimit import TokenBucket
-from collab.protocol.wire import KEEP_ALIVE, CloseCode, ProtocolError
+from collab.protocol.wire import (
+    KEEP_ALIVE,
+    UPDATE_PREFIX,
+    CloseCode,
+    ProtocolError,
+    SyncUpdate,
+    decode_message,
+    encode_update,
+)
 from collab.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,6 +41,10 @@ _ids = itertools.count(1)
 
 
 class Transport(Protocol):
+    def send_now(self, data: bytes) -> bool:
+        """Write ``data`` without waiting if the transport can take it; False otherwise."""
+        ...
+
     async def send(self, data: bytes) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
@@ -60,15 +78,16 @@ class Connection:
         self._max_messages = max_queue_messages
         self._max_bytes = max_queue_bytes
         self._keepalive = keepalive_seconds
-        self._wakeup = asyncio.Event()
         self._closed = asyncio.Event()
         self._on_close: list[Callable[[], object]] = []
         self._closing: asyncio.Task[None] | None = None
         now = time.monotonic()
-        self.last_sent = now
+        self.last_sent = now  # as of the last keep-alive check that saw sends
+        self._sends = 0
+        self._sends_seen = 0
         self._message_bucket = TokenBucket(messages_per_second, 2 * messages_per_second, now)
         self._byte_bucket = TokenBucket(bytes_per_second, 2 * bytes_per_second, now)
-        self._writer = asyncio.create_task(self._run_writer(), name=f"writer {self.label}")
+        self._writer: asyncio.Task[None] | None = None  # only while messages are queued
 
     def __repr__(self) -> str:
         return f"<Connection {self.label}>"
@@ -98,7 +117,10 @@ class Connection:
     def keep_alive(self, now: float) -> None:
         """Send the no-op frame if nothing went out for the keep-alive interval (called by a
         periodic sweep: no timer per connection or per message)."""
-        if not self._queue and now - self.last_sent >= self._keepalive:
+        if self._sends != self._sends_seen:
+            self._sends_seen = self._sends
+            self.last_sent = now
+        elif not self._queue and now - self.last_sent >= self._keepalive:
             self.last_sent = now
             self.send(KEEP_ALIVE)
 
@@ -119,6 +141,9 @@ class Connection:
     def send(self, data: bytes) -> None:
         if self._closed.is_set():
             return
+        if self._writer is None and self._transport.send_now(data):
+            self._sends += 1
+            return
         too_many = len(self._queue) >= self._max_messages
         if too_many or self._queued_bytes + len(data) > self._max_bytes:
             log.warning("%s: send queue full (%d messages), closing", self.label, len(self._queue))
@@ -126,7 +151,10 @@ class Connection:
             return
         self._queue.append(data)
         self._queued_bytes += len(data)
-        self._wakeup.set()
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._drain_queue(), name=f"writer {self.label}"
+            )
 
     def close(self, code: int, reason: str) -> None:
         """Close once; queued messages are dropped (the client resyncs on reconnect)."""
@@ -136,7 +164,8 @@ class Connection:
         self._closed.set()
         self._queue.clear()
         self._queued_bytes = 0
-        self._writer.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
         loop = asyncio.get_running_loop()
         callbacks, self._on_close = self._on_close, []  # they hold rooms: let them go
         for callback in callbacks:
@@ -148,27 +177,57 @@ class Connection:
         self._on_close.append(callback)
 
     async def wait_closed(self) -> None:
+        """Until closed and the close reached the transport (a WebSocket's close handshake)."""
         await self._closed.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._writer
+        for task in (self._writer, self._closing):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _close_transport(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self._transport.close(code, reason)
 
-    async def _run_writer(self) -> None:
+    async def _drain_queue(self) -> None:
         queue, transport = self._queue, self._transport
         try:
-            while True:
-                while queue:
-                    data = queue.popleft()
-                    self._queued_bytes -= len(data)
-                    await transport.send(data)
-                self.last_sent = time.monotonic()  # once per burst, not per message
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            while queue:
+                data = queue.popleft()
+                self._queued_bytes -= len(data)
+                if queue and is_update_message(data) and is_update_message(queue[0]):
+                    data = self._merge_queued_updates(data)
+                await transport.send(data)
+                self._sends += 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer went away mid-send
             log.debug("%s: send failed: %s", self.label, exc)
             self.close(CloseCode.GOING_AWAY, "send failed")
+            return
+        self._writer = None
+
+    def _merge_queued_updates(self, first: bytes) -> bytes:
+        """``first`` and the update messages queued right after it, as one message."""
+        run = [first]
+        queue = self._queue
+        while queue and is_update_message(queue[0]):
+            data = queue.popleft()
+            self._queued_bytes -= len(data)
+            run.append(data)
+        return merge_update_messages(tuple(run))
+
+
+def is_update_message(data: bytes) -> bool:
+    return data.startswith(UPDATE_PREFIX)
+
+
+@functools.lru_cache(maxsize=16)
+def merge_update_messages(messages: tuple[bytes, ...]) -> bytes:
+    """One sync update message with the effect of all ``messages``. Readers that fell behind
+    together hold the same messages (a broadcast shares its bytes), so the merge is cached."""
+    updates = []
+    for message in messages:
+        decoded = decode_message(message)
+        assert isinstance(decoded, SyncUpdate)
+        updates.append(decoded.update)
+    return encode_update(merge_updates(*updates))

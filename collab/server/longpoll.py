@@ -82,8 +82,16 @@ class LongPollSession:
     def polling(self) -> bool:
         return self._held > 0
 
-    # Transport protocol, used by the Connection's writer task.
+    # Transport protocol, used by the Connection.
+    def send_now(self, data: bytes) -> bool:
+        """Retaining a frame never waits: a poll takes it when it comes."""
+        self._retain(data)
+        return True
+
     async def send(self, data: bytes) -> None:
+        self._retain(data)
+
+    def _retain(self, data: bytes) -> None:
         self.downstream.push(data)
         settings = self._settings
         if self.downstream.retained_frames > 1 and (

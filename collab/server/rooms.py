@@ -98,17 +98,21 @@ class Rooms:
             self._maybe_schedule_eviction(room)
 
     async def _active(self, doc_id: str) -> Room:
+        # A finished eviction or load may still be in its dict: the callback that removes it
+        # runs on a later loop turn, and awaiting a finished task does not yield, so such an
+        # entry must be skipped here, never awaited in a loop (that spun the server forever).
         while True:
-            if doc_id in self._evicting:
-                await asyncio.shield(self._evicting[doc_id])
+            evicting = self._evicting.get(doc_id)
+            if evicting is not None and not evicting.done():
+                await asyncio.shield(evicting)
                 continue
             room = self._rooms.get(doc_id)
             if room is None:
                 loading = self._loading.get(doc_id)
-                if loading is None:
+                if loading is None or loading.done():
                     loading = asyncio.create_task(self._load(doc_id), name=f"load {doc_id}")
                     self._loading[doc_id] = loading
-                    loading.add_done_callback(lambda _: self._loading.pop(doc_id, None))
+                    loading.add_done_callback(functools.partial(_forget, self._loading, doc_id))
                 room = await asyncio.shield(loading)
                 continue
             self._cancel_timer(doc_id)
@@ -277,13 +281,14 @@ class Rooms:
 
     def _start_eviction(self, room: Room) -> None:
         self._timers.pop(room.doc_id, None)
-        if room.connections or room.holds or room.doc_id in self._evicting:
+        evicting = self._evicting.get(room.doc_id)
+        if room.connections or room.holds or (evicting is not None and not evicting.done()):
             return
         if self._rooms.get(room.doc_id) is not room:
             return
         task = asyncio.create_task(self._evict(room), name=f"evict {room.doc_id}")
         self._evicting[room.doc_id] = task
-        task.add_done_callback(lambda _: self._evicting.pop(room.doc_id, None))
+        task.add_done_callback(functools.partial(_forget, self._evicting, room.doc_id))
 
     async def _evict(self, room: Room) -> None:
         try:
@@ -344,3 +349,9 @@ class Rooms:
         for room in rooms:
             with contextlib.suppress(Exception):
                 await room.drain_writes()
+
+
+def _forget(tasks: dict[str, asyncio.Task], key: str, task: asyncio.Task) -> None:
+    """Done callback: drop ``task`` from ``tasks``, unless a newer task took its place."""
+    if tasks.get(key) is task:
+        del tasks[key]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -27,10 +28,23 @@ log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 2.0
 MAX_REASON_BYTES = 123  # a close frame's reason must fit in 125 bytes with the code
+WRITE_BUFFER_HIGH_WATER = 64 * 1024  # asyncio's own default: past it, wait for the socket
 
 
 def _reason_bytes(reason: str) -> bytes:
     return reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented binary WebSocket frame (RFC 6455 §5.2): what a server sends."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x82, length))
+    elif length < 1 << 16:
+        header = struct.pack("!BBH", 0x82, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x82, 127, length)
+    return header + payload
 
 
 class CollabWebSocketResponse(web.WebSocketResponse):
@@ -47,6 +61,22 @@ class WebSocketTransport:
         self._ws = ws
         self._request = request
 
+    def send_now(self, data: bytes) -> bool:
+        """Write one binary frame straight to the socket's buffer while it is below its
+        high-water mark: a broadcast then costs one ``write`` per peer, no task switch.
+        Compressed frames and a backed-up or closing socket take aiohttp's way (``send``)."""
+        ws, transport = self._ws, self._request.transport
+        if (
+            ws.closed
+            or ws.compress
+            or transport is None
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_WATER
+        ):
+            return False
+        transport.write(binary_frame(data))
+        return True
+
     async def send(self, data: bytes) -> None:
         await self._ws.send_bytes(data)
 
@@ -54,6 +84,8 @@ class WebSocketTransport:
         """Close with ``code``. A peer that stopped reading has a backlog in our send buffer
         and would never let the close frame out: its TCP connection is dropped instead (which
         also ends the handler's read loop); so is one whose close handshake stalls."""
+        if self._ws.closed:
+            return  # aiohttp closed it already (an oversized frame, the peer's close)
         transport = self._request.transport
         if transport is not None and transport.get_write_buffer_size() > 0:
             transport.abort()
