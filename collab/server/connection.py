@@ -51,6 +51,34 @@ class Transport(Protocol):
 
 
 class Connection:
+    # An idle connection is mostly this object: slots, no per-connection Event or deque.
+    __slots__ = (
+        "_byte_bucket",
+        "_closed",
+        "_closed_waiter",
+        "_closing",
+        "_keepalive",
+        "_max_bytes",
+        "_max_messages",
+        "_message_bucket",
+        "_on_close",
+        "_queue",
+        "_queued_bytes",
+        "_sends",
+        "_sends_seen",
+        "_transport",
+        "_writer",
+        "can_write",
+        "close_code",
+        "close_reason",
+        "id",
+        "label",
+        "last_sent",
+        "pending_write",
+        "told_read_only",
+        "transport",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -73,12 +101,13 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self._transport = transport
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None  # only while the transport pushes back
         self._queued_bytes = 0
         self._max_messages = max_queue_messages
         self._max_bytes = max_queue_bytes
         self._keepalive = keepalive_seconds
-        self._closed = asyncio.Event()
+        self._closed = False
+        self._closed_waiter: asyncio.Future[None] | None = None  # made by wait_closed
         self._on_close: list[Callable[[], object]] = []
         self._closing: asyncio.Task[None] | None = None
         now = time.monotonic()
@@ -132,24 +161,26 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._closed.is_set()
+        return self._closed
 
     @property
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
     def send(self, data: bytes) -> None:
-        if self._closed.is_set():
+        if self._closed:
             return
         if self._writer is None and self._transport.send_now(data):
             self._sends += 1
             return
-        too_many = len(self._queue) >= self._max_messages
-        if too_many or self._queued_bytes + len(data) > self._max_bytes:
-            log.warning("%s: send queue full (%d messages), closing", self.label, len(self._queue))
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._max_messages or self._queued_bytes + len(data) > self._max_bytes:
+            log.warning("%s: send queue full (%d messages), closing", self.label, len(queue))
             self.close(CloseCode.TRY_AGAIN_LATER, "send queue overflow: client too slow")
             return
-        self._queue.append(data)
+        queue.append(data)
         self._queued_bytes += len(data)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(
@@ -158,11 +189,13 @@ class Connection:
 
     def close(self, code: int, reason: str) -> None:
         """Close once; queued messages are dropped (the client resyncs on reconnect)."""
-        if self._closed.is_set():
+        if self._closed:
             return
         self.close_code, self.close_reason = code, reason
-        self._closed.set()
-        self._queue.clear()
+        self._closed = True
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        self._queue = None
         self._queued_bytes = 0
         if self._writer is not None:
             self._writer.cancel()
@@ -178,7 +211,10 @@ class Connection:
 
     async def wait_closed(self) -> None:
         """Until closed and the close reached the transport (a WebSocket's close handshake)."""
-        await self._closed.wait()
+        if not self._closed:
+            if self._closed_waiter is None:
+                self._closed_waiter = asyncio.get_running_loop().create_future()
+            await self._closed_waiter
         for task in (self._writer, self._closing):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -190,6 +226,7 @@ class Connection:
 
     async def _drain_queue(self) -> None:
         queue, transport = self._queue, self._transport
+        assert queue is not None
         try:
             while queue:
                 data = queue.popleft()
@@ -204,12 +241,13 @@ class Connection:
             log.debug("%s: send failed: %s", self.label, exc)
             self.close(CloseCode.GOING_AWAY, "send failed")
             return
-        self._writer = None
+        self._writer = self._queue = None  # back to direct writes; the deque is freed
 
     def _merge_queued_updates(self, first: bytes) -> bytes:
         """``first`` and the update messages queued right after it, as one message."""
         run = [first]
         queue = self._queue
+        assert queue is not None
         while queue and is_update_message(queue[0]):
             data = queue.popleft()
             self._queued_bytes -= len(data)

@@ -54,16 +54,21 @@ def install_origin_policy(app: web.Application, policy: OriginPolicy) -> None:
         if path.startswith(CORS_PREFIXES):
             cors.add(route)
 
+    async def refuse(request: web.Request, origin: str | None) -> web.Response:
+        log.warning("refused %s %s from origin %s", request.method, request.path, origin)
+        return web.Response(
+            status=403,
+            text=json.dumps({"error": "origin not allowed"}),
+            content_type="application/json",
+        )
+
+    # Not a coroutine function: it hands back the handler's coroutine, so a WebSocket that
+    # stays open for hours keeps no suspended frame of this middleware.
     @web.middleware
-    async def refuse_foreign_origins(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    def refuse_foreign_origins(request: web.Request, handler):  # type: ignore[no-untyped-def]
         origin = request.headers.get("Origin")
         if request.path.startswith(CORS_PREFIXES) and not policy.allows(origin, request.host):
-            log.warning("refused %s %s from origin %s", request.method, request.path, origin)
-            return web.Response(
-                status=403,
-                text=json.dumps({"error": "origin not allowed"}),
-                content_type="application/json",
-            )
-        return await handler(request)
+            return refuse(request, origin)
+        return handler(request)
 
     app.middlewares.append(refuse_foreign_origins)

@@ -50,6 +50,7 @@ from collab.store.folding import has_unintegrated_structs
 
 log = logging.getLogger(__name__)
 
+EMPTY_STATE_VECTOR = b"\x00"  # a client that has nothing yet
 _FATAL = (KeyboardInterrupt, SystemExit, asyncio.CancelledError, MemoryError)
 # A batch with more senders than this goes to its senders whole (echoing their own part, which
 # Yjs ignores) rather than merged once per sender.
@@ -81,6 +82,10 @@ class Room:
         self.stored_bytes = 0  # an upper bound of what the store holds (compaction shrinks it)
         self._doc = Doc()
         self._last_change: bytes | None = None
+        # Encoded while the document is unchanged: our step1 (every join sends it) and the
+        # step2 for a client that has nothing yet (a join storm would encode it per client).
+        self._step1: bytes | None = None
+        self._full_step2: bytes | None = None
         # Unobserved in dispose(): the callback and the Doc reference each other through
         # pycrdt's Rust side, where Python's cycle collector cannot see, so without that the
         # whole document would stay in memory after eviction.
@@ -92,12 +97,18 @@ class Room:
     def _record_change(self, event: TransactionEvent) -> None:
         self._last_change = event.update
 
+    def _changing(self) -> None:
+        """Before an update is applied (pending structs change the state without an event)."""
+        self._last_change = None
+        self._step1 = self._full_step2 = None
+
     def load(self, stored: StoredDocument) -> None:
+        self._changing()
         for part in stored.parts():
             self._doc.apply_update(part)
             self.stored_bytes += len(part)
         self.applied.caught_up_to(stored.last_seq)
-        self._last_change = None
+        self._changing()
 
     def state_vector(self) -> bytes:
         return self._doc.get_state()
@@ -111,7 +122,9 @@ class Room:
         """Greet like the reference server: our step1, then every known presence state."""
         self.flush_broadcast()
         self.connections.add(conn)
-        conn.send(encode_sync(SyncType.STEP1, self._doc.get_state()))
+        if self._step1 is None:
+            self._step1 = encode_sync(SyncType.STEP1, self._doc.get_state())
+        conn.send(self._step1)
         if len(self.awareness):
             conn.send(self._awareness_message(self.awareness.entries()))
 
@@ -160,11 +173,16 @@ class Room:
         if conn.pending_write is not None:
             await conn.pending_write  # durability barrier; StoreError closes the connection
             conn.pending_write = None
+        self.flush_broadcast()
+        if state_vector == EMPTY_STATE_VECTOR:
+            if self._full_step2 is None:
+                self._full_step2 = encode_sync(SyncType.STEP2, self._doc.get_update())
+            conn.send(self._full_step2)
+            return
         try:
             update = self._doc.get_update(state_vector)
         except ValueError as exc:
             raise ProtocolError("invalid state vector in sync step 1") from exc
-        self.flush_broadcast()
         conn.send(encode_sync(SyncType.STEP2, update))
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
@@ -186,7 +204,7 @@ class Room:
             return None
         if self.stored_bytes + len(update) > self._settings.max_document_bytes:
             raise ProtocolError("document size limit reached", CloseCode.TOO_LARGE)
-        self._last_change = None
+        self._changing()
         try:
             self._doc.apply_update(update)
         except _FATAL:
@@ -273,7 +291,7 @@ class Room:
         self.applied.caught_up_to(stored.last_seq)
 
     def _apply_remote(self, update: bytes) -> None:
-        self._last_change = None
+        self._changing()
         try:
             self._doc.apply_update(update)
         except _FATAL:

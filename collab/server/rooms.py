@@ -82,9 +82,13 @@ class Rooms:
         room.join(conn)
         self.connection_count += 1
         self.stats.connections_opened[conn.transport] += 1
-        conn.on_close(lambda: self.stats.closes.update([conn.close_code or 0]))
-        conn.on_close(lambda: self.leave(room, conn))  # at once, not when its transport ends
+        # at once, not when its transport ends; one partial per connection, not two closures
+        conn.on_close(functools.partial(self._closed, room, conn))
         return room
+
+    def _closed(self, room: Room, conn: Connection) -> None:
+        self.stats.closes.update([conn.close_code or 0])
+        self.leave(room, conn)
 
     @contextlib.asynccontextmanager
     async def borrow(self, doc_id: str) -> AsyncIterator[Room]:

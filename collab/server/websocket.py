@@ -20,9 +20,10 @@ from collab.protocol.wire import CloseCode, ProtocolError
 from collab.server.auth import authorize, expire_with_grant
 from collab.server.connection import Connection
 from collab.server.keys import ATTEMPTS, ORIGINS, ROOMS, SETTINGS, STORE, WEBSOCKETS
+from collab.server.room import Room
 from collab.server.rooms import OverCapacity, Rooms, RoomsFull
 from collab.server.settings import Settings
-from collab.store.base import StoreError
+from collab.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -118,28 +119,30 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     request.app[WEBSOCKETS].add(ws)
     try:
-        await _serve(request, ws, settings, rooms)
+        joined = await _join(request, ws, settings, rooms)
+        if joined is not None:
+            await _serve(ws, *joined, settings, rooms, request.app[STORE])
     finally:
         request.app[WEBSOCKETS].discard(ws)
     return ws
 
 
-async def _serve(
+async def _join(
     request: web.Request, ws: web.WebSocketResponse, settings: Settings, rooms: Rooms
-) -> None:
+) -> tuple[Connection, Room] | None:
+    """Check the request and join its room; None when refused (already closed)."""
     doc_id = request.match_info["doc"]
-    store = request.app[STORE]
     if not request.app[ORIGINS].allows(request.headers.get("Origin"), request.host):
         log.warning("refused websocket from origin %s", request.headers.get("Origin"))
         await ws.close(code=CloseCode.FORBIDDEN, message=b"origin not allowed")
-        return
+        return None
     try:
         validate_doc_id(doc_id)
         grant = authorize(request, doc_id)
     except (ProtocolError, TokenError) as exc:
         log.warning("rejected websocket from %s: %s", _peer(request), exc.reason)
         await ws.close(code=exc.code, message=_reason_bytes(exc.reason))
-        return
+        return None
     conn = Connection.for_settings(
         WebSocketTransport(ws, request),
         settings,
@@ -155,19 +158,32 @@ async def _serve(
         log.warning("rejected %s: %s", conn.label, exc)
         conn.close(CloseCode.OVER_CAPACITY, str(exc))
         await conn.wait_closed()
-        return
+        return None
     except RoomsFull as exc:
         log.warning("rejected %s: %s", conn.label, exc)
         conn.close(CloseCode.TRY_AGAIN_LATER, "server busy: too many documents loaded")
         await conn.wait_closed()
-        return
+        return None
     except StoreError as exc:
         log.error("cannot load %r: %s", doc_id, exc)
         conn.close(CloseCode.INTERNAL_ERROR, "storage error")
         await conn.wait_closed()
-        return
+        return None
+    return conn, room
+
+
+async def _serve(
+    ws: web.WebSocketResponse,
+    conn: Connection,
+    room: Room,
+    settings: Settings,
+    rooms: Rooms,
+    store: Store,
+) -> None:
+    """The connection's read loop: the one frame an idle connection keeps besides aiohttp's."""
     try:
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             if conn.closed:
                 break
             if msg.type is WSMsgType.BINARY:
@@ -188,8 +204,9 @@ async def _serve(
                 log.warning("closing %s: text frame", conn.label)
                 conn.close(CloseCode.BAD_REQUEST, "text frames are not part of the protocol")
                 break
-            else:
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
                 break
+            msg = None  # not kept while idle
     finally:
         rooms.leave(room, conn)
         conn.close(ws.close_code or CloseCode.NORMAL, "")

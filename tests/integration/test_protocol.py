@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+from pycrdt import Doc, Text
 
 from collab.protocol.awareness import encode_awareness_update
 from collab.protocol.wire import (
@@ -19,6 +20,7 @@ from collab.protocol.wire import (
     QueryAwareness,
     SyncStep1,
     SyncType,
+    SyncUpdate,
     decode_message,
     encode_message,
     encode_sync,
@@ -390,3 +392,22 @@ async def test_a_join_right_after_an_eviction_finished_loads_the_document_again(
             assert len(str(again.text())) == round_ + 1
             await again.close()
             rooms._evicting.pop("churn", None)
+
+
+async def test_a_reader_that_fell_behind_gets_its_backlog_merged(http, server) -> None:
+    writer = await connected(http, server, client_id=1)
+    lagging = await http.ws_connect(server.ws_url("doc"), max_msg_size=0)  # not reading yet
+    parts = [f"<{index}>" + "x" * 100_000 for index in range(150)]
+    for part in parts:  # about one server turn each; far more than the socket buffers hold
+        writer.text().insert(len(writer.text()), part)
+        await asyncio.sleep(0.002)
+    await writer.flush()
+    doc, updates = Doc(), 0
+    while str(doc.get("content", type=Text)) != "".join(parts):
+        message = decode_message((await asyncio.wait_for(lagging.receive(), 10)).data)
+        if isinstance(message, SyncUpdate):
+            doc.apply_update(message.update)
+            updates += 1
+    assert updates < len(parts)
+    await lagging.close()
+    await writer.close()
