@@ -43,6 +43,7 @@ class Settings:
     lp_max_post_bytes: int = 32 * MiB + 64 * 1024  # one frame of max_message_bytes must fit
     shutdown_timeout_seconds: float = 10.0
     log_format: str = "text"
+    event_loop: str = "auto"  # uvloop when installed (the "fast" extra), else asyncio's own
     postgres_url: str | None = None  # store in PostgreSQL instead of SQLite (several hosts)
     postgres_schema: str = "collab"
     redis_url: str | None = None  # several nodes share documents through Redis pub/sub
