@@ -402,10 +402,12 @@ class Observer(Peer):
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, label: str) -> None:
         super().__init__(ws, label)
         self.step2_bytes = 0
+        self.step2_received_at = 0.0  # perf_counter, before it is applied (the server's part)
         self._doc = Doc()
         self._text = self._doc.get(TEXT_NAME, type=Text)
 
     def on_step2(self, update: bytes) -> None:
+        self.step2_received_at = time.perf_counter()
         self.step2_bytes = len(update)
         self._doc.apply_update(update)
 

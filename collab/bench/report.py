@@ -56,6 +56,7 @@ class Plan:
 
     fanouts: tuple[tuple[int, float, float], ...] = (
         (100, 200.0, 10.0),
+        (500, 200.0, 10.0),  # where a server that sends every update to every reader saturates
         (10, 200.0, 10.0),
         (50, 50.0, 10.0),  # the WebSocket twin of the long-poll run
     )
@@ -63,7 +64,7 @@ class Plan:
     throughput_readers: int = 100
     throughput_duration: float = 10.0
     throughput_window: int = 1000
-    idle_connections: int = 1000
+    idle_connections: int = 5000
     idle_hold: float = 20.0  # longer than the 15 s keep-alive, so one is observed
     longpoll: tuple[int, float, float] = (50, 50.0, 10.0)  # readers, updates/s, seconds
     presence_clients: int = 200
@@ -410,7 +411,14 @@ _HEADLINES = {
     ),
     "idle": ("rss_per_conn_kib",),
     "manydocs": ("rss_per_doc_kib", "evicted_after_s"),
-    "bigdoc": ("load_ms", "fresh_sync_p50_ms", "join_rate", "join_p50_ms", "join_p99_ms"),
+    "bigdoc": (
+        "load_ms",
+        "fresh_step2_p50_ms",
+        "fresh_sync_p50_ms",
+        "join_rate",
+        "join_p50_ms",
+        "join_p99_ms",
+    ),
     "durable": ("durable_per_s", "barrier_p50_ms", "barrier_p99_ms"),
 }
 
