@@ -220,6 +220,11 @@ more than 25 % above the middle third, or if anything is left over after the loa
   and a closed connection drops its close callbacks (they referenced the room too).
 - glibc keeps the pages freed by an evicted document inside its arenas: RSS stayed at its peak
   with no document loaded. After evictions the housekeeping sweep calls `malloc_trim`.
+- The server spun forever at 100 % CPU, answering nothing: a client joined a document in the
+  loop turn between the end of its eviction and the callback that forgets the finished
+  eviction task, and the join awaited that finished task in a loop (awaiting a finished task
+  never yields). Joins now skip finished tasks, and a late callback cannot drop a newer one;
+  `test_a_join_right_after_an_eviction_finished_loads_the_document_again` pins it.
 
 ## The other fault tests (run by `make test`)
 
@@ -230,5 +235,10 @@ more than 25 % above the middle third, or if anything is left over after the loa
   cannot grow server memory past its queue cap; half-open connections are found by heartbeats.
 - `tests/integration/test_fuzz.py` and the long-poll and API fuzz tests: hostile frames, bodies
   and document ids (`make fuzz`: 100,000 inputs); the server never crashes or answers 500.
+- `tests/integration/test_reconnect_storm.py`: 500 SDK clients on 10 documents lose the server
+  to a SIGKILL at once, reconnect with jittered backoff when it restarts, write again, and all
+  converge on every edit exactly once; the server answers health checks meanwhile.
+- `tests/integration/test_protocol.py`: a reader that fell behind gets its backlog merged into
+  fewer messages; one that never reads is closed at its queue limit (1013).
 """
     )
