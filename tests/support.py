@@ -39,6 +39,7 @@ from collab.protocol.wire import (
     encode_update,
 )
 from collab.server.app import create_app
+from collab.server.keys import ROOMS
 from collab.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,13 @@ class RunningServer:
 
     def ws_url(self, doc_id: str) -> str:
         return self.url.replace("http://", "ws://") + "/ws/" + doc_id
+
+    async def wait_until_unloaded(self, doc_id: str, timeout: float = 2.0) -> None:
+        """Until the document's room is evicted; TimeoutError if it stays loaded."""
+        rooms = self.app[ROOMS]
+        async with asyncio.timeout(timeout):
+            while rooms.get(doc_id) is not None:
+                await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -158,10 +158,7 @@ async def test_a_closed_session_kept_for_its_410_does_not_keep_its_document(http
         await lp.wait_for(lambda: not lp._unacked)
         room = weakref.ref(server.app[ROOMS].get("released"))
         await lp.close()
-        for _ in range(100):
-            if server.app[ROOMS].get("released") is None:
-                break
-            await asyncio.sleep(0.02)
+        await server.wait_until_unloaded("released")
         assert server.app[LONGPOLL].get(lp.lp.sid).closed  # still there, to answer 410
         gc.collect()
         assert room() is None, "the closed session still holds the evicted room"

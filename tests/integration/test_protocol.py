@@ -363,10 +363,7 @@ async def test_an_evicted_document_is_freed(http, settings) -> None:
         await client.flush()
         room = weakref.ref(server.app[ROOMS].get("freed"))
         await client.close()
-        for _ in range(100):
-            if server.app[ROOMS].get("freed") is None:
-                break
-            await asyncio.sleep(0.02)
+        await server.wait_until_unloaded("freed")
         gc.collect()
         assert room() is None, "the evicted room (and its document) is still in memory"
 
@@ -382,8 +379,7 @@ async def test_a_join_right_after_an_eviction_finished_loads_the_document_again(
             client.text().insert(0, "x")
             await client.flush()
             await client.close()
-            while rooms.get("churn") is not None:
-                await asyncio.sleep(0.005)
+            await server.wait_until_unloaded("churn")
             # the eviction is done; its task may still sit in the bookkeeping
             finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             finished.set_result(None)
