@@ -103,7 +103,6 @@ class Room:
         self._step1 = self._full_step2 = None
 
     def load(self, stored: StoredDocument) -> None:
-        self._changing()
         for part in stored.parts():
             self._doc.apply_update(part)
             self.stored_bytes += len(part)
@@ -322,8 +321,7 @@ class Room:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        changes = [change for _, change in batch]
-        message = encode_update(changes[0] if len(changes) == 1 else merge_updates(*changes))
+        message = _merged_message([change for _, change in batch])
         senders = {sender for sender, _ in batch if sender in self.connections}
         if len(senders) > _MAX_SENDERS_EXCLUDED:
             senders.clear()
@@ -334,7 +332,7 @@ class Room:
         for sender in senders:
             rest = [change for origin, change in batch if origin is not sender]
             if rest:
-                sender.send(encode_update(rest[0] if len(rest) == 1 else merge_updates(*rest)))
+                sender.send(_merged_message(rest))
                 sent += 1
         self._stats.fanout_messages += sent
 
@@ -346,3 +344,8 @@ class Room:
     @staticmethod
     def _awareness_message(entries: list[AwarenessEntry]) -> bytes:
         return encode_message(AwarenessMessage(encode_awareness_update(entries)))
+
+
+def _merged_message(changes: list[bytes]) -> bytes:
+    """One sync update message with the effect of all ``changes`` (no merge for one)."""
+    return encode_update(changes[0] if len(changes) == 1 else merge_updates(*changes))

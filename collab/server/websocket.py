@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import time
@@ -36,8 +37,10 @@ def _reason_bytes(reason: str) -> bytes:
     return reason.encode("utf-8")[:MAX_REASON_BYTES].decode("utf-8", "ignore").encode("utf-8")
 
 
+@functools.lru_cache(maxsize=4)
 def binary_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented binary WebSocket frame (RFC 6455 §5.2): what a server sends."""
+    """An unmasked, unfragmented binary WebSocket frame (RFC 6455 §5.2): what a server sends.
+    A broadcast hands every peer the same bytes object, so the frame is built once for all."""
     length = len(payload)
     if length < 126:
         header = bytes((0x82, length))
@@ -61,15 +64,16 @@ class WebSocketTransport:
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self._ws = ws
         self._request = request
+        self._direct = not ws.compress  # negotiated by prepare(); deflate needs aiohttp's writer
 
     def send_now(self, data: bytes) -> bool:
         """Write one binary frame straight to the socket's buffer while it is below its
         high-water mark: a broadcast then costs one ``write`` per peer, no task switch.
         Compressed frames and a backed-up or closing socket take aiohttp's way (``send``)."""
-        ws, transport = self._ws, self._request.transport
+        transport = self._request.transport
         if (
-            ws.closed
-            or ws.compress
+            not self._direct
+            or self._ws.closed
             or transport is None
             or transport.is_closing()
             or transport.get_write_buffer_size() > WRITE_BUFFER_HIGH_WATER
