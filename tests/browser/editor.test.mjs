@@ -170,6 +170,7 @@ describe('editor page', () => {
   })
 
   test('undo only undoes one\'s own edits', async () => {
+    await pageA.waitForTimeout(600) // her earlier typing is its own undo step, not part of this one
     await typeAtEnd(pageA, ' Alice adds this.')
     await waitText(pageB, (t) => t.endsWith(' Alice adds this.'), 'Bob sees the addition')
     await typeAtEnd(pageB, ' Bob too.')
