@@ -40,6 +40,7 @@ from collab.protocol.wire import (
 )
 from collab.server.app import create_app
 from collab.server.keys import ROOMS
+from collab.server.listener import CollabSite
 from collab.server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ async def running_server(settings: Settings) -> AsyncIterator[RunningServer]:
     app = create_app(replace(settings, host="127.0.0.1", port=0))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = CollabSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     try:
@@ -133,9 +134,16 @@ class ServerProcess:
 class RawClient:
     """A minimal y-websocket peer: answers step1, applies updates, tracks awareness."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, client_id: int | None = None):
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        client_id: int | None = None,
+        compress: int = 0,
+    ):
         self._session = session
         self.url = url
+        self._compress = compress  # permessage-deflate window bits to offer; 0: none
         self.doc = Doc(client_id=client_id) if client_id is not None else Doc()
         # unobserved in close(): pycrdt observers keep their Doc alive otherwise
         self._subscription = self.doc.observe(self._on_local_change)
@@ -153,7 +161,9 @@ class RawClient:
         self.close_code: int | None = None
 
     async def connect(self, send_step1: bool = True) -> RawClient:
-        self.ws = await self._session.ws_connect(self.url, max_msg_size=0)
+        self.ws = await self._session.ws_connect(
+            self.url, max_msg_size=0, compress=self._compress
+        )
         self._reader = asyncio.create_task(self._read())
         self._sender = asyncio.create_task(self._send_loop())
         if send_step1:

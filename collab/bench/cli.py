@@ -16,7 +16,8 @@ from pathlib import Path
 
 from collab.bench import scenarios
 from collab.bench.results import ScenarioResult, text_table
-from collab.bench.scenarios.throughput import default_reader_processes
+from collab.bench.scenarios.reader_pool import default_processes
+from collab.bench.scenarios.throughput import KEPT_CORES as THROUGHPUT_KEPT_CORES
 from collab.bench.system import raise_open_files_limit
 from collab.bench.traces import default_trace
 
@@ -60,6 +61,16 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _processes_option(parser: argparse.ArgumentParser, name: str, kept_cores: int = 0) -> None:
+    """``--NAME-processes``: how many worker processes hold the scenario's reading clients."""
+    per_core = f"one per core beyond {kept_cores}" if kept_cores else "one per core"
+    parser.add_argument(
+        f"--{name}-processes", type=_positive_int, default=None,
+        help=f"worker processes holding the {name}s (default {per_core}, 1 to 4: "
+        f"{default_processes(kept_cores)} here)",
+    )  # fmt: skip
+
+
 def add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="measure a y-websocket compatible server")
     kinds = parser.add_subparsers(required=True, metavar="SCENARIO")
@@ -74,8 +85,11 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     fanout.add_argument(
         "--longpoll", action="store_true", help="readers over Collab's YLP/1 long-poll transport"
     )
+    _processes_option(fanout, "reader")
     fanout.set_defaults(
-        body=lambda t, a: scenarios.fanout(t, a.readers, a.rate, a.duration, a.longpoll),
+        body=lambda t, a: scenarios.fanout(
+            t, a.readers, a.rate, a.duration, a.longpoll, a.reader_processes
+        ),
         peers=lambda a: a.readers,
     )
 
@@ -88,10 +102,7 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
     throughput.add_argument(
         "--window", type=_positive_int, default=1000, help="updates in flight at most"
     )
-    throughput.add_argument(
-        "--reader-processes", type=_positive_int, default=None,
-        help=f"worker processes for the readers (default {default_reader_processes()} here)",
-    )  # fmt: skip
+    _processes_option(throughput, "reader", THROUGHPUT_KEPT_CORES)
     throughput.set_defaults(
         body=lambda t, a: scenarios.throughput(
             t, a.writers, a.readers, a.duration, a.window, a.reader_processes
@@ -127,8 +138,10 @@ def add_bench(subparsers: argparse._SubParsersAction) -> None:
         "--docs", type=_positive_int, default=1,
         help="documents the clients spread over: 1 (default) or up to one each",
     )  # fmt: skip
+    _processes_option(connect, "client")
     connect.set_defaults(
-        body=lambda t, a: scenarios.connect(t, a.clients, a.docs), peers=lambda a: a.clients
+        body=lambda t, a: scenarios.connect(t, a.clients, a.docs, a.client_processes),
+        peers=lambda a: a.clients,
     )
 
     manydocs = kinds.add_parser(

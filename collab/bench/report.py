@@ -306,8 +306,12 @@ _ABOUT = {
         "is connected to the same document. Latency is the time from the writer's send call to "
         "a reader's receipt of the `00 02` frame that carries that update (the bench finds the "
         "writer's marker inside the forwarded update, so order is checked, not assumed). "
-        "All readers live in the one bench process, so with many readers the bench client's "
-        "CPU, not only the server, sets the latency; compare the run with fewer readers."
+        "The readers live in worker processes apart from the writer (*reader_processes*: one "
+        "per core, at most four) and note arrivals on CLOCK_MONOTONIC, the clock the writer's "
+        "send times are read on too. Within a worker the readers of an update are still served "
+        "one after another, and every frame is parsed in Python: with hundreds of readers the "
+        "bench client's CPU (shown in the table), not only the server, sets the latency; "
+        "compare the run with fewer readers."
     ),
     "throughput": (
         "One writer on one document sends as fast as the slowest of 100 readers keeps up: at "
@@ -340,8 +344,11 @@ _ABOUT = {
         "A connect storm: clients open a WebSocket and complete the sync handshake, a bounded "
         "number at a time, either all to one document (which holds 20 updates) or each to a "
         "new document of its own (so the server also creates a document per connection). Sync "
-        "time is from the connect call to the server's step2; the clients stay connected until "
-        "the end. Server memory is the VmRSS difference across the storm, per connection."
+        "time is from the connect call to the server's step2. The clients are spread over "
+        "worker processes (*client_processes*, like the fanout readers), which start on one "
+        "signal; connections/s is the synced clients over the time from the first attempt to "
+        "the last answer. The clients stay connected until the server's memory has been read: "
+        "server memory is the VmRSS difference across the storm, per connection."
     ),
     "idle": (
         "Connections that sync and then stay silent, ten per document. Server memory is "
@@ -391,15 +398,18 @@ _ABOUT = {
 
 
 _CONDITIONS = (
-    "**The bench client and the server share these {cpus} cores**, and both are "
-    "single-threaded asyncio processes. The client's CPU use is shown next to the server's in "
+    "**The bench client and the server share these {cpus} cores**. The server is one asyncio "
+    "process; the bench client too, except that the fanout and throughput readers and the "
+    "connect storm's clients run in worker processes of their own (on uvloop when it is "
+    "installed), whose CPU is counted as the client's. The client's CPU use is shown next to "
+    "the server's in "
     "every table: when the client is near 100 % of a core, the figures measure the client as "
     "much as the server; the row *other processes' CPU* shows what the rest of the machine "
     "took meanwhile (a run above 20 % of a core is flagged; before each scenario the bench "
     "waits, at most a minute, for the machine to be nearly idle). Latencies include the client's "
-    "own scheduling: the readers of one update are served one after another by one event "
-    "loop, so p99 grows with the number of readers even on an ideal server (the throughput "
-    "readers run in worker processes instead). Everything runs over loopback (127.0.0.1). Each "
+    "own scheduling: the readers of one update that share a worker process are served one "
+    "after another by its event loop, so p99 grows with the number of readers even on an "
+    "ideal server. Everything runs over loopback (127.0.0.1). Each "
     "scenario runs against a fresh server (`python -m collab serve --port 0`, SQLite in a "
     "temporary directory, default settings: WAL, `synchronous=NORMAL`, except where a "
     "scenario's description says otherwise)."

@@ -24,6 +24,9 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002  # a malformed WebSocket frame (RFC 6455)
+    NO_STATUS = 1005  # a close frame without a code: never sent, only reported
+    INVALID_DATA = 1007
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     BAD_REQUEST = 4400

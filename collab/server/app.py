@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 
@@ -30,7 +29,7 @@ from collab.server.origins import OriginPolicy, install_origin_policy
 from collab.server.pages import add_page_routes
 from collab.server.rooms import Rooms
 from collab.server.settings import Settings
-from collab.server.websocket import handle_websocket
+from collab.server.websocket import WebSocketEndpoint, upgrade_reused_connection
 from collab.store.base import Store
 from collab.store.postgres import PostgresStore
 from collab.store.sqlite import SQLiteStore
@@ -48,11 +47,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         RedisBus(settings.redis_url, node_id, settings.redis_prefix) if settings.redis_url else None
     )
     app[ROOMS] = Rooms(app[STORE], settings, bus=bus)
-    app[WEBSOCKETS] = set()
     app[VERIFIER] = _verifier(settings)
     app[ATTEMPTS] = AttemptCounter(settings.connect_attempts_per_minute)
     app[LONGPOLL] = LongPollSessions(app[ROOMS], settings, node_id=node_id)
-    app.router.add_get("/ws/{doc:.+}", handle_websocket)
+    app.router.add_get("/ws/{doc:.+}", upgrade_reused_connection)  # fresh ones: see listener
     add_api_routes(app)
     add_longpoll_routes(app)
     add_page_routes(app)
@@ -61,6 +59,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     if app[ORIGINS].any:
         log.warning("--allowed-origins '*': pages of every web site may connect")
     install_origin_policy(app, app[ORIGINS])
+    app[WEBSOCKETS] = WebSocketEndpoint(
+        settings, app[ROOMS], app[STORE], app[ORIGINS], app[VERIFIER], app[ATTEMPTS]
+    )
     if getattr(app[STORE], "on_commit", False) is None:
         app[STORE].on_commit = app[METRICS].observe_commit
     app.on_startup.append(_start)
@@ -101,16 +102,14 @@ async def _start(app: web.Application) -> None:
         log.info("node %s joined the cluster through %s", rooms.bus.node_id, rooms.bus.url)
     rooms.start()
     app[LONGPOLL].start()
+    app[WEBSOCKETS].start()
 
 
 async def _close_connections(app: web.Application) -> None:
     """Graceful stop: every peer gets 1001 and every queued update is committed."""
     await app[LONGPOLL].stop()
     await app[ROOMS].close(CloseCode.GOING_AWAY, "server shutting down")
-    sockets = list(app[WEBSOCKETS])
-    reason = b"server shutting down"
-    closes = [ws.close(code=CloseCode.GOING_AWAY, message=reason) for ws in sockets]
-    await asyncio.gather(*closes, return_exceptions=True)
+    await app[WEBSOCKETS].close(CloseCode.GOING_AWAY, "server shutting down")
 
 
 async def _stop(app: web.Application) -> None:

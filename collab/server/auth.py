@@ -15,21 +15,29 @@ from collab.server.connection import Connection
 from collab.server.keys import SETTINGS, VERIFIER
 
 
-def request_token(request: web.Request) -> str | None:
-    """``Authorization: Bearer <token>`` or ``?token=`` (browsers cannot set WebSocket headers)."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.query.get("token")
+    return None
+
+
+def request_token(request: web.Request) -> str | None:
+    """``Authorization: Bearer <token>`` or ``?token=`` (browsers cannot set WebSocket headers)."""
+    return bearer_token(request.headers.get("Authorization", "")) or request.query.get("token")
 
 
 def authorize(request: web.Request, doc_id: str, write: bool = False) -> Grant | None:
     """The grant for ``doc_id``; None when auth is off. Raises TokenError (4401/4403)."""
-    verifier: TokenVerifier | None = request.app[VERIFIER]
+    return authorize_token(request.app[VERIFIER], request_token(request), doc_id, write)
+
+
+def authorize_token(
+    verifier: TokenVerifier | None, token: str | None, doc_id: str, write: bool = False
+) -> Grant | None:
     if verifier is None:
         return None
-    return verifier.authorize(request_token(request), doc_id, write=write)
+    return verifier.authorize(token, doc_id, write=write)
 
 
 def is_admin(request: web.Request) -> bool:

@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from collab.server.longpoll import LongPollSessions
     from collab.server.metrics import Metrics
     from collab.server.origins import OriginPolicy
+    from collab.server.websocket import WebSocketEndpoint
 from collab.server.settings import Settings
 from collab.store.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 ROOMS = web.AppKey("rooms", Rooms)
-WEBSOCKETS = web.AppKey("websockets", set)
+WEBSOCKETS: web.AppKey[WebSocketEndpoint] = web.AppKey("websockets")
 ORIGINS: web.AppKey[OriginPolicy] = web.AppKey("origins")
 ATTEMPTS = web.AppKey("attempts", AttemptCounter)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")

@@ -371,7 +371,9 @@ async def _apply(request: web.Request, session: LongPollSession, frames: list[by
             raise _Gone(conn.close_code or CloseCode.GOING_AWAY, conn.close_reason)
         try:
             conn.admit(len(frame))
-            await room.receive(conn, frame)
+            pending = room.receive(conn, frame)
+            if pending is not None:
+                await pending
         except ProtocolError as exc:
             log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)
             conn.close(exc.code, exc.reason)

@@ -15,7 +15,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
@@ -152,12 +153,21 @@ class Room:
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def receive(self, conn: Connection, data: bytes) -> None:
-        """Handle one frame from ``conn``; ProtocolError means: close ``conn`` with its code."""
+    def receive(self, conn: Connection, data: bytes) -> Coroutine[Any, Any, None] | None:
+        """Handle one frame from ``conn`` at once; ProtocolError means: close ``conn`` with its
+        code. Returns what is left to await, if anything: a step 1 answer that must wait for
+        the connection's earlier writes to be stored. The transport awaits it before it
+        reads on, so one peer's frames are handled in order without a task per frame."""
         message = decode_message(data, self._settings.max_message_bytes)
         match message:
             case SyncStep1(state_vector):
-                await self._answer_step1(conn, state_vector)
+                barrier = conn.pending_write
+                if barrier is not None and not barrier.done():
+                    return self._answer_step1_when_stored(conn, barrier, state_vector)
+                conn.pending_write = None
+                if barrier is not None:
+                    barrier.result()  # a failed write raises its StoreError here
+                self._answer_step1(conn, state_vector)
             case SyncStep2(update) | SyncUpdate(update):
                 self._receive_update(conn, update)
             case AwarenessMessage(payload):
@@ -167,11 +177,17 @@ class Room:
                 conn.send(self._awareness_message(self.awareness.entries()))
             case PermissionDenied():
                 raise ProtocolError("auth messages only travel from server to client")
+        return None
 
-    async def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
-        if conn.pending_write is not None:
-            await conn.pending_write  # durability barrier; StoreError closes the connection
+    async def _answer_step1_when_stored(
+        self, conn: Connection, barrier: asyncio.Future[int], state_vector: bytes
+    ) -> None:
+        await barrier  # durability barrier; StoreError closes the connection
+        if conn.pending_write is barrier:
             conn.pending_write = None
+        self._answer_step1(conn, state_vector)
+
+    def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
         self.flush_broadcast()
         if state_vector == EMPTY_STATE_VECTOR:
             if self._full_step2 is None:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from collab.server.app import create_app
 from collab.server.keys import ROOMS
+from collab.server.listener import CollabSite
 from collab.server.settings import Settings
 
 log = logging.getLogger("collab")
@@ -54,13 +55,13 @@ async def serve(settings: Settings) -> None:
         access_log=None,  # "aiohttp.access" logs nothing at our level: no logger per request
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=settings.reuse_port)
+    site = CollabSite(runner, settings.host, settings.port, reuse_port=settings.reuse_port)
     await site.start()
     tune_gc()
     host, port = runner.addresses[0][:2]
     advertise = settings.advertise_url
     if settings.reuse_port:  # a worker: its own address for long-poll routing
-        private = web.TCPSite(runner, "127.0.0.1", 0)
+        private = CollabSite(runner, "127.0.0.1", 0)
         await private.start()
         advertise = advertise or f"http://127.0.0.1:{runner.addresses[-1][1]}"
     bus = app[ROOMS].bus

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from collab.bench import scenarios
 from collab.bench.results import ScenarioResult, markdown_table
@@ -23,12 +25,35 @@ def _metric(result: ScenarioResult, key: str) -> object:
     return next(m.value for m in result.metrics if m.key == key)
 
 
+def _children() -> set[int]:
+    """Processes this test process started and that still exist (worker processes)."""
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    found: set[int] = set()
+    for task in tasks.iterdir():
+        found.update(int(pid) for pid in (task / "children").read_text().split())
+    return found
+
+
 async def test_fanout(server: RunningServer) -> None:
     result = await scenarios.fanout(_target(server), readers=3, rate=50.0, duration=0.4)
     assert result.ok, result.problems
     assert _metric(result, "delivered") == 3 * 20
     assert _metric(result, "missing") == 0
     assert _metric(result, "converged") is True
+
+
+async def test_fanout_readers_in_two_processes(server: RunningServer) -> None:
+    before = _children()
+    result = await scenarios.fanout(
+        _target(server), readers=5, rate=50.0, duration=0.4, reader_processes=2
+    )
+    assert result.ok, result.problems
+    assert result.params["reader_processes"] == 2
+    assert _metric(result, "readers_connected") == 5
+    assert _metric(result, "delivered") == 5 * 20
+    assert _metric(result, "missing") == _metric(result, "reordered") == 0
+    assert _metric(result, "converged") is True
+    assert _children() == before
 
 
 async def test_fanout_longpoll(server: RunningServer) -> None:
@@ -64,6 +89,23 @@ async def test_connect(server: RunningServer) -> None:
     result = await scenarios.connect(_target(server), clients=10)
     assert result.ok, result.problems
     assert _metric(result, "connected") == 10
+
+
+async def test_connect_clients_in_two_processes(server: RunningServer) -> None:
+    before = _children()
+    result = await scenarios.connect(_target(server), clients=9, docs=3, client_processes=2)
+    assert result.ok, result.problems
+    assert result.params["client_processes"] == 2
+    assert _metric(result, "connected") == 9
+    assert _children() == before
+
+
+async def test_worker_processes_end_when_nothing_answers() -> None:
+    before = _children()
+    target = scenarios.Target("ws://127.0.0.1:1/ws", timeout=2.0)  # nothing listens on port 1
+    result = await scenarios.connect(target, clients=4, docs=4, client_processes=2)
+    assert not result.ok
+    assert _children() == before
 
 
 async def test_connect_a_document_each(server: RunningServer) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ FINAL_SHA256 = "a489e9022976c14e46627aea174d07797edcb3fd17df42605956d4cf01bf9039
 @pytest.mark.slow
 async def test_a_fresh_client_reads_exactly_the_traced_text(http, settings: Settings) -> None:
     trace = json.loads(gzip.decompress(TRACE.read_bytes()))
+    # The replay sends as fast as the server takes it, above the default per-connection limit.
+    settings = replace(settings, messages_per_second=1_000_000.0)
     async with running_server(settings) as server:
         writer = await RawClient(http, server.ws_url("paper")).connect()
         await asyncio.wait_for(writer.synced.wait(), 10)

@@ -24,6 +24,7 @@ from collab.bench.scenarios.common import (
     check_convergence,
     close_all,
     closed_by_server,
+    connect_many,
     cpu_metrics,
     mib,
     open_synced,
@@ -31,7 +32,6 @@ from collab.bench.scenarios.common import (
     report_connect_errors,
     report_peer_trouble,
 )
-from collab.bench.scenarios.connect import storm
 from collab.bench.system import CpuMeter, rss_bytes
 from collab.bench.traces import TraceDoc, replay, text_sha256
 
@@ -80,7 +80,9 @@ async def bigdoc(
                 return result
             await _fresh_clients(session, result, target, url, built, fresh)
             meter = CpuMeter(pid)
-            opened = await storm(session, target, [url] * joiners, joiners)
+            opened = await connect_many(
+                session, target, [url] * joiners, "join", concurrency=joiners
+            )
             cpu = meter.percent()
             await asyncio.sleep(_HOLD_SECONDS)
             _storm_metrics(result, opened, joiners)

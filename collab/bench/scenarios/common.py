@@ -85,13 +85,56 @@ async def open_synced(
 
 
 @dataclass(slots=True)
-class Opened(Generic[P]):
-    """Peers opened together: those that synced, how long each took, why the others failed."""
+class Joins:
+    """Connections opened together: how long each that synced took, why the others failed.
 
-    peers: list[P] = field(default_factory=list)  # in the order they synced
+    It travels as JSON from the bench's worker processes, which open their shares of a storm
+    at once; ``merge`` makes one storm of them again (perf_counter is CLOCK_MONOTONIC on
+    Linux, the same clock in every process).
+    """
+
     seconds: list[float] = field(default_factory=list)  # connect + sync of each, sorted
     errors: Counter[str] = field(default_factory=Counter)
-    elapsed: float = 0.0  # from the first attempt to the last answer
+    started_at: float = 0.0  # perf_counter of the first attempt
+    finished_at: float = 0.0  # and of the last answer
+
+    @property
+    def synced(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_at - self.started_at
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "seconds": self.seconds,
+            "errors": dict(self.errors),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Joins:
+        return cls(
+            data["seconds"], Counter(data["errors"]), data["started_at"], data["finished_at"]
+        )
+
+    @classmethod
+    def merge(cls, parts: Sequence[Joins]) -> Joins:
+        return cls(
+            sorted(seconds for part in parts for seconds in part.seconds),
+            sum((part.errors for part in parts), Counter()),
+            min((part.started_at for part in parts), default=0.0),
+            max((part.finished_at for part in parts), default=0.0),
+        )
+
+
+@dataclass(slots=True)
+class Opened(Joins, Generic[P]):
+    """Peers opened together and still open: those that synced, how long each took, the errors."""
+
+    peers: list[P] = field(default_factory=list)  # in the order they synced
 
 
 async def open_many(
@@ -112,9 +155,9 @@ async def open_many(
             opened.seconds.append(time.perf_counter() - started)
             opened.peers.append(peer)
 
-    started = time.perf_counter()
+    opened.started_at = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(count)))
-    opened.elapsed = time.perf_counter() - started
+    opened.finished_at = time.perf_counter()
     opened.seconds.sort()
     return opened
 
@@ -125,14 +168,15 @@ async def connect_many(
     urls: Sequence[str],
     label: str,
     factory: type[Peer] | type[LongPollReader] = Peer,
-) -> tuple[list[BasePeer], Counter[str]]:
-    """Open and sync one reader per url, at most ``connect_concurrency`` at a time."""
+    concurrency: int | None = None,
+) -> Opened[BasePeer]:
+    """Open and sync one peer per url, at most ``concurrency`` (default: the target's
+    ``connect_concurrency``) at a time; the peers stay open."""
 
     def one(index: int) -> Awaitable[BasePeer]:
         return open_synced(session, target, urls[index], f"{label}-{index}", factory)
 
-    opened = await open_many(len(urls), one, target.connect_concurrency)
-    return opened.peers, opened.errors
+    return await open_many(len(urls), one, concurrency or target.connect_concurrency)
 
 
 async def close_all(peers: Sequence[BasePeer], timeout: float) -> None:

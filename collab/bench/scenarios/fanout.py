@@ -1,4 +1,11 @@
-"""Fanout: one writer at a steady rate, N readers of the same document, delivery latency."""
+"""Fanout: one writer at a steady rate, N readers of the same document, delivery latency.
+
+The readers live in worker processes (collab.bench.scenarios.reader_pool): in one process,
+the readers of an update are served one after another, so with a hundred readers the p99 is
+mostly the bench client's own scheduling. Each reader notes when each of the writer's updates
+arrived (found by its marker, so order is checked, not assumed); the latency is that time minus
+the writer's send time, on the one clock every process reads.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +13,27 @@ import asyncio
 import math
 import time
 from array import array
-from collections.abc import Sequence
 
-import aiohttp
-
-from collab.bench.peer import (
-    Arrivals,
-    BasePeer,
-    LongPollReader,
-    Writer,
-    doc_url,
-    new_session,
-)
+from collab.bench.peer import Writer, doc_url, new_session
 from collab.bench.results import ScenarioResult
 from collab.bench.scenarios.common import (
     MS,
     Target,
     check_convergence,
     close_all,
-    connect_many,
     cpu_metrics,
     open_synced,
     percentile,
     report_connect_errors,
     report_peer_trouble,
     wait_until,
+)
+from collab.bench.scenarios.reader_pool import (
+    PoolError,
+    PoolTotals,
+    ReaderPool,
+    default_processes,
+    report_reader_trouble,
 )
 from collab.bench.system import CpuMeter
 
@@ -41,6 +44,7 @@ async def fanout(
     rate: float = 200.0,
     duration: float = 10.0,
     longpoll: bool = False,
+    reader_processes: int | None = None,
 ) -> ScenarioResult:
     """One writer at a steady rate, N readers of the same document: delivery latency.
 
@@ -48,88 +52,100 @@ async def fanout(
     WebSocket); a y-websocket server has no such transport.
     """
     total = max(1, int(rate * duration))
+    processes = max(1, min(reader_processes or default_processes(), readers))
     over = " over long-poll (YLP/1)" if longpoll else ""
     result = ScenarioResult(
         "fanout_longpoll" if longpoll else "fanout",
-        f"Fanout: 1 writer, {readers} readers{over}, {rate:g} updates/s for {duration:g} s",
-        {"readers": readers, "rate": rate, "duration": duration},
+        f"Fanout: 1 writer, {readers} readers{over} ({processes} reader "
+        f"process{'es' * (processes > 1)}), {rate:g} updates/s for {duration:g} s",
+        {"readers": readers, "rate": rate, "duration": duration, "reader_processes": processes},
     )
     doc_id = target.new_doc("fanout")
     url = doc_url(target.url, doc_id)
-    # long-poll readers reuse kept-alive HTTP connections, like a browser does
-    reader_session = (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        if longpoll
-        else new_session()
-    )
-    async with new_session() as session, reader_session:
-        if longpoll:
-            urls = [target.longpoll_open_url(doc_id)] * readers
-            peers, errors = await connect_many(
-                reader_session, target, urls, "lp-reader", LongPollReader
-            )
-        else:
-            peers, errors = await connect_many(reader_session, target, [url] * readers, "reader")
-        report_connect_errors(result, errors, readers)
-        for peer in peers:
-            peer.arrivals = Arrivals.expecting(total)
-        writer = None
-        try:
-            writer = await open_synced(session, target, url, "writer-0", Writer, index=0)
-            assert isinstance(writer, Writer)
-            meter = CpuMeter(target.server_pid)
-            sends = array("d", [math.nan]) * total
-            max_lag = 0.0
-            start = time.perf_counter() + 0.05
-            for seq in range(total):
-                due = start + seq / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                frame = writer.next_update()
-                try:
-                    sends[seq] = await writer.send(frame, target.timeout)
-                except TimeoutError:
-                    result.problem(f"the server did not read the writer for {target.timeout} s")
-                    break
-                max_lag = max(max_lag, sends[seq] - due)
-                if writer.ws.closed:
-                    result.problem(f"the server closed the writer (code {writer.ws.close_code})")
-                    break
-            send_end = time.perf_counter()
-            sent = writer.sent
-            drained = await wait_until(
-                lambda: all(p.stats.markers >= sent or p.closed for p in peers),
-                target.timeout,
-            )
-            cpu = meter.percent()
-            latencies, missing = _latencies(peers, sends, sent)
-            _fanout_metrics(result, peers, latencies, missing, sent, start, send_end, max_lag)
-            cpu_metrics(result, cpu)
-            if not drained:
-                result.problem(f"not every update reached every reader within {target.timeout} s")
-            report_peer_trouble(result, peers)
-            expected = writer.text()
+    reader_urls = [target.longpoll_open_url(doc_id) if longpoll else url] * readers
+    kind = "longpoll" if longpoll else "websocket"
+    writer = None
+    try:
+        async with (
+            ReaderPool.running(target, kind, reader_urls, processes, expected=total) as pool,
+            new_session() as session,
+        ):
+            try:
+                joins = await pool.connect_all()
+                report_connect_errors(result, joins.errors, readers)
+                if not joins.synced:
+                    result.problem("no reader connected")
+                    return result
+                writer = await open_synced(session, target, url, "writer-0", Writer, index=0)
+                assert isinstance(writer, Writer)
+                meter = CpuMeter(target.server_pid, pool.pids)
+                sends, start, max_lag = await _send_steadily(result, writer, target, rate, total)
+                send_end = time.perf_counter()
+                sent = writer.sent
+                drained = await wait_until(lambda: pool.delivered_to_all(sent), target.timeout)
+                cpu = meter.percent()
+                totals = await pool.stop()
+                latencies, missing = _latencies(totals.arrivals, total, sends, sent)
+                _fanout_metrics(result, totals, latencies, missing, sent, start, send_end, max_lag)
+                cpu_metrics(result, cpu)
+                if not drained:
+                    result.problem(
+                        f"not every update reached every reader within {target.timeout} s"
+                    )
+                report_reader_trouble(result, totals)
+                report_peer_trouble(result, [writer])
+                expected = writer.text()
 
-            def same_text(text: str) -> str:
-                if text == expected:
-                    return ""
-                return f"fresh client sees {len(text)} characters, the writer wrote {len(expected)}"
+                def same_text(text: str) -> str:
+                    if text == expected:
+                        return ""
+                    return (
+                        f"fresh client sees {len(text)} characters, "
+                        f"the writer wrote {len(expected)}"
+                    )
 
-            await check_convergence(session, result, target, url, same_text)
-        finally:
-            await close_all([*peers, *([writer] if writer else [])], target.timeout)
+                await check_convergence(session, result, target, url, same_text)
+            finally:
+                await close_all([writer] if writer else [], target.timeout)
+    except PoolError as exc:
+        result.problem(str(exc))
     return result
 
 
-def _latencies(peers: Sequence[BasePeer], sends: array, sent: int) -> tuple[list[float], int]:
+async def _send_steadily(
+    result: ScenarioResult, writer: Writer, target: Target, rate: float, total: int
+) -> tuple[array, float, float]:
+    """Send ``total`` updates on schedule: (send time of each, NaN if not sent), the schedule's
+    start and how far the writer fell behind it at most."""
+    sends = array("d", [math.nan]) * total
+    max_lag = 0.0
+    start = time.perf_counter() + 0.05
+    for seq in range(total):
+        due = start + seq / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = writer.next_update()
+        try:
+            sends[seq] = await writer.send(frame, target.timeout)
+        except TimeoutError:
+            result.problem(f"the server did not read the writer for {target.timeout} s")
+            break
+        max_lag = max(max_lag, sends[seq] - due)
+        if writer.ws.closed:
+            result.problem(f"the server closed the writer (code {writer.ws.close_code})")
+            break
+    return sends, start, max_lag
+
+
+def _latencies(arrivals: array, expected: int, sends: array, sent: int) -> tuple[list[float], int]:
+    """Every delivery's latency, sorted, and how many deliveries never came; ``arrivals``
+    holds ``expected`` arrival times per reader."""
     latencies: list[float] = []
     missing = 0
-    for peer in peers:
-        assert peer.arrivals is not None
-        times = peer.arrivals.times
+    for first in range(0, len(arrivals), expected):
         for seq in range(sent):
-            arrived = times[seq]
+            arrived = arrivals[first + seq]
             if math.isnan(arrived):
                 missing += 1
             else:
@@ -140,7 +156,7 @@ def _latencies(peers: Sequence[BasePeer], sends: array, sent: int) -> tuple[list
 
 def _fanout_metrics(
     result: ScenarioResult,
-    peers: Sequence[BasePeer],
+    totals: PoolTotals,
     latencies: list[float],
     missing: int,
     sent: int,
@@ -148,8 +164,8 @@ def _fanout_metrics(
     send_end: float,
     max_lag: float,
 ) -> None:
-    last_arrival = max((p.stats.last_update_at for p in peers), default=send_end)
-    result.add("readers_connected", "readers connected", len(peers))
+    last_arrival = totals.last_update_at or send_end
+    result.add("readers_connected", "readers connected", totals.readers)
     result.add("updates_sent", "updates sent", sent)
     result.add("send_rate", "achieved send rate", sent / max(send_end - start, 1e-9), "updates/s")
     result.add("writer_max_lag_ms", "writer max lag behind schedule", max_lag * MS, "ms")
@@ -161,12 +177,10 @@ def _fanout_metrics(
     result.add("missing", "updates missing", missing)
     rate = len(latencies) / max(last_arrival - start, 1e-9)
     result.add("delivered_per_s", "delivered messages/s (all readers)", rate, "msg/s")
-    duplicates = sum(p.stats.duplicates for p in peers)
-    reordered = sum(p.stats.reordered for p in peers)
-    result.add("reordered", "updates out of order", reordered)
+    result.add("reordered", "updates out of order", totals.reordered)
     if missing:
-        result.problem(f"{missing} of {sent * len(peers)} deliveries never arrived")
-    if duplicates:
-        result.problem(f"{duplicates} updates arrived twice")
-    if reordered:
-        result.problem(f"{reordered} updates arrived out of order")
+        result.problem(f"{missing} of {sent * totals.readers} deliveries never arrived")
+    if totals.duplicates:
+        result.problem(f"{totals.duplicates} updates arrived twice")
+    if totals.reordered:
+        result.problem(f"{totals.reordered} updates arrived out of order")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 from collab.bench.peer import BasePeer, doc_url, new_session
 from collab.bench.results import ScenarioResult
@@ -38,18 +37,17 @@ async def idle(
     peers: list[BasePeer] = []
     async with new_session() as session:
         try:
-            warm, _ = await connect_many(
+            warm = await connect_many(
                 session, target, [doc_url(target.url, target.new_doc("warm"))], "warmup"
             )
-            await close_all(warm, target.timeout)
+            await close_all(warm.peers, target.timeout)
             await asyncio.sleep(0.5)
             rss_before = rss_bytes(pid) if pid else None
             fds_before = open_fds(pid) if pid else None
             own_before = rss_bytes(os.getpid())
-            started = time.perf_counter()
-            peers, errors = await connect_many(session, target, urls, "idle")
-            connect_time = time.perf_counter() - started
-            report_connect_errors(result, errors, connections)
+            opened = await connect_many(session, target, urls, "idle")
+            peers = opened.peers
+            report_connect_errors(result, opened.errors, connections)
             meter = CpuMeter(pid)
             await asyncio.sleep(hold)
             cpu = meter.percent()
@@ -61,7 +59,7 @@ async def idle(
             n = max(len(peers), 1)
             result.add("connected", "connections synced", len(peers))
             result.add("alive_after_hold", "still open after the hold", alive)
-            result.add("connect_rate", "connect + sync rate", len(peers) / connect_time, "conn/s")
+            result.add("connect_rate", "connect + sync rate", len(peers) / opened.elapsed, "conn/s")
             result.add("rss_before_mib", "server RSS before", mib(rss_before), "MiB")
             result.add("rss_after_mib", "server RSS with connections", mib(rss_after), "MiB")
             result.add(

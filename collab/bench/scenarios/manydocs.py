@@ -74,8 +74,8 @@ async def manydocs(
     async with new_session() as session:
         try:
             rooms_before = await rooms_loaded(session, target)
-            warm, _ = await connect_many(session, target, urls[:1], "warmup")  # code paths
-            await close_all(warm, target.timeout)
+            warm = await connect_many(session, target, urls[:1], "warmup")  # code paths
+            await close_all(warm.peers, target.timeout)
             await asyncio.sleep(0.5)
             rss_before = rss_bytes(pid) if pid else None
 

@@ -69,8 +69,9 @@ async def presence(
         return on_awareness
 
     async with new_session() as session:
-        peers, errors = await connect_many(session, target, [url] * clients, "presence")
-        report_connect_errors(result, errors, clients)
+        opened = await connect_many(session, target, [url] * clients, "presence")
+        peers = opened.peers
+        report_connect_errors(result, opened.errors, clients)
         try:
             for index, peer in enumerate(peers):
                 peer.on_awareness = receiver(index)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import os
 import time
 from array import array
 from collections.abc import Callable
@@ -28,15 +27,17 @@ from collab.bench.scenarios.common import (
     report_peer_trouble,
     wait_until,
 )
-from collab.bench.scenarios.reader_pool import PoolTotals, ReaderPool
+from collab.bench.scenarios.reader_pool import (
+    PoolError,
+    PoolTotals,
+    ReaderPool,
+    default_processes,
+    report_reader_trouble,
+)
 from collab.bench.system import CpuMeter
 
 _STALL_SECONDS = 10.0  # a writer that cannot send (window full, TCP full) this long gives up
-
-
-def default_reader_processes() -> int:
-    """Leave a core to the server and one to the writer; at most 4 reader processes."""
-    return max(1, min(4, (os.cpu_count() or 2) - 2))
+KEPT_CORES = 2  # the server and the writer are busy all along: the readers get the others
 
 
 async def throughput(
@@ -48,7 +49,7 @@ async def throughput(
     reader_processes: int | None = None,
 ) -> ScenarioResult:
     """W writers send as fast as every reader keeps up (at most ``window`` updates in flight)."""
-    processes = max(1, min(reader_processes or default_reader_processes(), readers))
+    processes = max(1, min(reader_processes or default_processes(KEPT_CORES), readers))
     result = ScenarioResult(
         "throughput",
         f"Throughput: {writers} writer{'s' * (writers > 1)}, {readers} readers "
@@ -65,63 +66,70 @@ async def throughput(
     url = doc_url(target.url, target.new_doc("throughput"))
     writer_peers: list[Writer] = []
     try:
-        pool, ready = await ReaderPool.start(target, url, readers, processes)
-    except (RuntimeError, TimeoutError) as exc:
-        result.problem(f"the reader processes did not start: {type(exc).__name__}: {exc}")
-        return result
-    report_connect_errors(result, ready.errors, readers)
-    async with new_session() as session:
-        try:
-            for index in range(writers):
-                peer = await open_synced(
-                    session, target, url, f"writer-{index}", Writer, index=index
+        async with (
+            ReaderPool.running(target, "counting", [url] * readers, processes) as pool,
+            new_session() as session,
+        ):
+            try:
+                joins = await pool.connect_all()
+                report_connect_errors(result, joins.errors, readers)
+                for index in range(writers):
+                    peer = await open_synced(
+                        session, target, url, f"writer-{index}", Writer, index=index
+                    )
+                    assert isinstance(peer, Writer)
+                    writer_peers.append(peer)
+                if not joins.synced:
+                    result.problem("no reader connected")
+                    return result
+
+                def in_flight() -> int | None:
+                    slowest = pool.slowest()
+                    return None if slowest is None else sum(w.sent for w in writer_peers) - slowest
+
+                meter = CpuMeter(target.server_pid, pool.pids)
+                sends = array("d")
+                start = time.perf_counter()
+                deadline = start + duration
+                stalled = await asyncio.gather(
+                    *(
+                        _push(w, deadline, window, in_flight, pool.progress, sends)
+                        for w in writer_peers
+                    )
                 )
-                assert isinstance(peer, Writer)
-                writer_peers.append(peer)
-            if not ready.readers:
-                result.problem("no reader connected")
-                return result
-
-            def in_flight() -> int | None:
-                slowest = pool.slowest()
-                return None if slowest is None else sum(w.sent for w in writer_peers) - slowest
-
-            meter = CpuMeter(target.server_pid, pool.pids)
-            sends = array("d")
-            start = time.perf_counter()
-            deadline = start + duration
-            stalled = await asyncio.gather(
-                *(_push(w, deadline, window, in_flight, pool.progress, sends) for w in writer_peers)
-            )
-            send_end = time.perf_counter()
-            sent = sum(w.sent for w in writer_peers)
-            drained = await wait_until(lambda: pool.delivered_to_all(sent), target.timeout)
-            cpu = meter.percent()
-            barrier = await writer_peers[0].resync(target.timeout)
-            totals = await pool.stop()
-            _metrics(result, totals, sends, writer_peers, start, send_end)
-            result.add(
-                "step2_after_run_ms",
-                "step1 answered after the run in (Collab: store barrier)",
-                None if barrier is None else barrier * MS,
-                "ms",
-            )
-            cpu_metrics(result, cpu)
-            if barrier is None:
-                result.problem(f"a writer's step1 was not answered within {target.timeout} s")
-            if any(stalled):
-                result.problem(f"a writer could not send for {_STALL_SECONDS:g} s")
-            if not drained:
-                result.problem(f"not every update reached every reader within {target.timeout} s")
-            if totals.max_markers > sent:
-                result.problem(f"a reader received {totals.max_markers} updates of {sent} sent")
-            _report_readers(result, totals)
-            report_peer_trouble(result, writer_peers)
-            written = sum(w.written_chars for w in writer_peers)
-            await check_convergence(session, result, target, url, marked_text_check(written, sent))
-        finally:
-            await pool.stop()
-            await close_all(writer_peers, target.timeout)
+                send_end = time.perf_counter()
+                sent = sum(w.sent for w in writer_peers)
+                drained = await wait_until(lambda: pool.delivered_to_all(sent), target.timeout)
+                cpu = meter.percent()
+                barrier = await writer_peers[0].resync(target.timeout)
+                totals = await pool.stop()
+                _metrics(result, totals, sends, writer_peers, start, send_end)
+                result.add(
+                    "step2_after_run_ms",
+                    "step1 answered after the run in (Collab: store barrier)",
+                    None if barrier is None else barrier * MS,
+                    "ms",
+                )
+                cpu_metrics(result, cpu)
+                if barrier is None:
+                    result.problem(f"a writer's step1 was not answered within {target.timeout} s")
+                if any(stalled):
+                    result.problem(f"a writer could not send for {_STALL_SECONDS:g} s")
+                if not drained:
+                    result.problem(
+                        f"not every update reached every reader within {target.timeout} s"
+                    )
+                if totals.max_markers > sent:
+                    result.problem(f"a reader received {totals.max_markers} updates of {sent} sent")
+                report_reader_trouble(result, totals)
+                report_peer_trouble(result, writer_peers)
+                written = sum(w.written_chars for w in writer_peers)
+                check = marked_text_check(written, sent)
+                await check_convergence(session, result, target, url, check)
+            finally:
+                await close_all(writer_peers, target.timeout)
+    except PoolError as exc:
+        result.problem(str(exc))
     return result
 
 
@@ -165,15 +173,6 @@ def _metrics(
     result.add("per_reader_per_s", "delivered updates/s per reader", per_reader, "updates/s")
     merged = totals.markers / totals.updates if totals.updates else None
     result.add("updates_per_message", "updates per delivered message", merged, "")
-
-
-def _report_readers(result: ScenarioResult, totals: PoolTotals) -> None:
-    closed = sum(totals.closed.values())
-    if closed:
-        detail = ", ".join(f"code {code} x{n}" for code, n in totals.closed.most_common())
-        result.problem(f"the server closed {closed} readers during the run ({detail})")
-    if totals.bad_frames:
-        result.problem(f"{totals.bad_frames} frames received were not valid y-websocket messages")
 
 
 async def _push(
