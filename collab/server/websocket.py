@@ -31,6 +31,7 @@ from collab.protocol.frames import (
     BINARY,
     CLOSE,
     PING,
+    PONG,
     TEXT,
     FrameParser,
     binary_frame,
@@ -116,6 +117,8 @@ class WebSocketEndpoint:
 
 
 class WebSocketProtocol(asyncio.Protocol):
+    """One WebSocket from its upgrade request to its end; the Transport of its Connection."""
+
     __slots__ = (
         "_blocked",
         "_conn",
@@ -184,7 +187,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if opcode == BINARY:
                 self._receive_frame(payload)
             elif opcode == PING:
-                self._write(frame(0xA, payload))
+                self._write(frame(PONG, payload))
             elif opcode == CLOSE:
                 self._receive_close(payload)
                 return
