@@ -161,9 +161,7 @@ class RawClient:
         self.close_code: int | None = None
 
     async def connect(self, send_step1: bool = True) -> RawClient:
-        self.ws = await self._session.ws_connect(
-            self.url, max_msg_size=0, compress=self._compress
-        )
+        self.ws = await self._session.ws_connect(self.url, max_msg_size=0, compress=self._compress)
         self._reader = asyncio.create_task(self._read())
         self._sender = asyncio.create_task(self._send_loop())
         if send_step1:

@@ -383,6 +383,10 @@ async def _apply(request: web.Request, session: LongPollSession, frames: list[by
             conn.close(CloseCode.INTERNAL_ERROR, "storage error")
             raise _Gone(CloseCode.INTERNAL_ERROR, "storage error") from exc
         session.upstream.processed()
+    if room is not None:
+        room.flush_broadcast()  # apply now: a refused update is this request's answer
+    if conn.closed:
+        raise _Gone(conn.close_code or CloseCode.GOING_AWAY, conn.close_reason)
     store, settings = request.app[STORE], request.app[SETTINGS]
     if store.backlog >= settings.max_store_backlog:  # the answer waits: backpressure
         await store.wait_for_backlog(settings.max_store_backlog // 2)

@@ -1,12 +1,12 @@
 """One live document: the pycrdt Doc, its presence, its connections; apply, broadcast, persist.
 
-The way of one update: strict decode -> permission check -> ``apply_update`` (errors close only
-that connection) -> if the doc changed, the effective update joins this event-loop turn's batch
--> the raw bytes are queued for the group commit. At the end of the turn the batch is merged
-into one update, encoded once and queued to every connection that did not send all of it: a
-writer faster than the server is served in fewer, larger messages instead of a growing backlog.
-A connection's next step1 is answered only after its earlier updates are committed, so a step2
-reply is a durability barrier.
+The way of one update: strict decode -> permission check -> queued for this event-loop turn.
+At the end of the turn the queued updates are applied in one transaction (errors close only
+the connection that sent the bad one), each one that changed something is queued for the group
+commit, and the turn's effective change is encoded once and sent to every connection that did
+not send all of it: a writer faster than the server is served in fewer, larger messages
+instead of a growing backlog. A connection's next step1 is answered only after its earlier
+updates are committed, so a step2 reply is a durability barrier.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from pycrdt import Doc, TransactionEvent, merge_updates
+from pycrdt import Doc, TransactionEvent, get_update, merge_updates
 
 from collab.protocol.awareness import (
     AwarenessEntry,
@@ -93,6 +93,8 @@ class Room:
         self._subscription = self._doc.observe(self._record_change)
         self._writes: set[asyncio.Future[int]] = set()
         self._batch: list[tuple[Connection | None, bytes]] = []  # (sender, change) this turn
+        self._incoming: list[tuple[Connection, bytes]] = []  # updates to apply this turn
+        self._incoming_bytes = 0
         self._batch_flush: asyncio.Handle | None = None
 
     def _record_change(self, event: TransactionEvent) -> None:
@@ -109,6 +111,11 @@ class Room:
             self.stored_bytes += len(part)
         self.applied.caught_up_to(stored.last_seq)
         self._changing()
+
+    @property
+    def queued_updates(self) -> int:
+        """Updates received this turn, not yet applied nor handed to the store."""
+        return len(self._incoming)
 
     def state_vector(self) -> bytes:
         return self._doc.get_state()
@@ -140,6 +147,7 @@ class Room:
             self._batch_flush.cancel()
             self._batch_flush = None
         self._batch.clear()
+        self._incoming.clear()
         self._doc.unobserve(self._subscription)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -147,7 +155,8 @@ class Room:
             conn.close(code, reason)
 
     async def drain_writes(self) -> None:
-        """Wait until every update queued for the store is committed (or failed)."""
+        """Wait until every update received is committed (or failed)."""
+        self.flush_broadcast()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
@@ -161,6 +170,7 @@ class Room:
         message = decode_message(data, self._settings.max_message_bytes)
         match message:
             case SyncStep1(state_vector):
+                self.flush_broadcast()  # this turn's updates reach the store: the barrier
                 barrier = conn.pending_write
                 if barrier is not None and not barrier.done():
                     return self._answer_step1_when_stored(conn, barrier, state_vector)
@@ -201,19 +211,71 @@ class Room:
         conn.send(encode_sync(SyncType.STEP2, update))
 
     def _receive_update(self, conn: Connection, update: bytes) -> None:
+        """Queue ``update`` for this turn's batch (see ``_apply_incoming``)."""
         if not conn.can_write:
             if update != EMPTY_UPDATE and not conn.told_read_only:
                 conn.told_read_only = True
                 conn.send(encode_message(PermissionDenied("read-only")))
             return
-        future = self.apply_update(update, origin=conn)
-        if future is not None:
-            conn.pending_write = future
+        if update == EMPTY_UPDATE:
+            return
+        size = self.stored_bytes + self._incoming_bytes + len(update)
+        if size > self._settings.max_document_bytes:
+            raise ProtocolError("document size limit reached", CloseCode.TOO_LARGE)
+        self._stats.updates_in += 1
+        self._stats.update_bytes_in += len(update)
+        self._incoming.append((conn, update))
+        self._incoming_bytes += len(update)
+        self._schedule_flush()
 
-    def apply_update(
-        self, update: bytes, origin: Connection | None = None
-    ) -> asyncio.Future[int] | None:
-        """Apply, broadcast to everyone but ``origin``, persist; None for a no-op update.
+    def _apply_incoming(self) -> None:
+        """Apply the updates peers sent this turn in one transaction, then store each.
+
+        pycrdt's cost is per transaction, and it grows with the text: squashing a long run of
+        one author's insertions and encoding the change are linear in its length (300,000
+        appended characters: 294 µs per update applied alone, 29 µs in batches of 10). A
+        writer faster than the event loop is therefore applied in batches, whatever its
+        document's size. A duplicate (nothing beyond our state, no deletions) is neither
+        applied nor stored; an invalid update closes its connection with 4400, and what that
+        connection sent after it in the batch is dropped, as if it had never been read.
+        """
+        incoming, self._incoming, self._incoming_bytes = self._incoming, [], 0
+        refused: set[Connection] = set()
+        applied: list[tuple[Connection, bytes]] = []
+        self._changing()
+        with self._doc.transaction():
+            for conn, update in incoming:
+                if conn in refused:
+                    continue
+                try:
+                    if get_update(update, self._doc.get_state()) == EMPTY_UPDATE:
+                        self._stats.duplicate_updates += 1
+                        continue
+                    self._doc.apply_update(update)
+                except _FATAL:
+                    raise
+                except BaseException as exc:  # pycrdt raises ValueError/RuntimeError
+                    refused.add(conn)
+                    reason = f"invalid Yjs update: {exc}".splitlines()[0][:200]
+                    log.warning("closing %s (%d): %s", conn.label, CloseCode.BAD_REQUEST, reason)
+                    conn.close(CloseCode.BAD_REQUEST, reason)
+                    continue
+                applied.append((conn, update))
+        change, self._last_change = self._last_change, None
+        for conn, update in applied:
+            conn.pending_write = self._persist(update)
+        if change is None:
+            return  # only structs still waiting for what they depend on
+        senders = {conn for conn, _ in applied}
+        if len(senders) == 1:
+            self._batch.append((applied[0][0], change))
+        elif len(senders) > _MAX_SENDERS_EXCLUDED:
+            self._batch.append((None, change))
+        else:
+            self._batch.extend(applied)  # merged per receiver by flush_broadcast
+
+    def apply_update(self, update: bytes) -> asyncio.Future[int] | None:
+        """Apply at once, broadcast, persist; None for a no-op update (the HTTP API's way).
         Raises ProtocolError (4400) for bytes that are not a valid Yjs update."""
         if update == EMPTY_UPDATE:
             return None
@@ -231,10 +293,13 @@ class Room:
         stats.updates_in += 1
         stats.update_bytes_in += len(update)
         if change is not None:
-            self._add_to_batch(origin, change)
+            self._add_to_batch(None, change)
         elif not has_unintegrated_structs(update, self._doc.get_state()):
             stats.duplicate_updates += 1
             return None  # a duplicate: neither stored nor broadcast
+        return self._persist(update)
+
+    def _persist(self, update: bytes) -> asyncio.Future[int]:
         self.stored_bytes += len(update)
         future = self._store.append(self.doc_id, update)
         self._writes.add(future)
@@ -325,15 +390,20 @@ class Room:
 
     def _add_to_batch(self, sender: Connection | None, change: bytes) -> None:
         self._batch.append((sender, change))
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if self._batch_flush is None:
             self._batch_flush = asyncio.get_running_loop().call_soon(self.flush_broadcast)
 
     def flush_broadcast(self) -> None:
-        """Send this turn's document changes; anything else sent to a connection goes after
-        them, so a presence state never arrives before the text it points into."""
+        """Apply and send this turn's document changes; anything else sent to a connection
+        goes after them, so a presence state never arrives before the text it points into."""
         if self._batch_flush is not None:
             self._batch_flush.cancel()
             self._batch_flush = None
+        if self._incoming:
+            self._apply_incoming()
         if not self._batch:
             return
         batch, self._batch = self._batch, []

@@ -406,7 +406,7 @@ class WebSocketProtocol(asyncio.Protocol):
             conn.close(CloseCode.INTERNAL_ERROR, "storage error")
             return None
         store, limit = self._endpoint.store, self._endpoint.settings.max_store_backlog
-        if store.backlog >= limit:
+        if store.backlog + room.queued_updates >= limit:
             return _after(pending, store.wait_for_backlog(limit // 2))
         return pending
 

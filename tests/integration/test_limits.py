@@ -114,12 +114,12 @@ async def test_a_store_that_falls_behind_pauses_writers_instead_of_queueing(http
         try:
             for _ in range(500):
                 writer.text().insert(0, "x")
-            for _ in range(200):  # however loaded the machine, the backlog reaches its cap
-                if store.backlog >= 50:
+            for _ in range(200):  # however loaded the machine, the backlog nears its cap
+                if store.backlog >= 25:
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.5)
-            assert 50 <= store.backlog < 150  # the server stopped reading, not queueing 500
+            assert 25 <= store.backlog < 150  # the server stopped reading, not queueing 500
         finally:
             blocker.rollback()
             blocker.close()

@@ -73,9 +73,10 @@ class RawSocket:
         return first & 0x0F, await self.reader.readexactly(length)
 
     async def receive_step2(self) -> SyncStep2:
-        while not isinstance(message := decode_message(await self.receive_until(BINARY)), SyncStep2):
-            pass
-        return message
+        while True:
+            message = decode_message(await self.receive_until(BINARY))
+            if isinstance(message, SyncStep2):
+                return message
 
     async def receive_until(self, opcode: int) -> bytes:
         while True:
