@@ -92,6 +92,11 @@ class _AppCollector(Collector):
             value=stats.duplicate_updates,
         )
         yield CounterMetricFamily(
+            "collab_update_batches",
+            "Transactions that applied the updates peers sent in one event-loop turn",
+            value=stats.update_batches,
+        )
+        yield CounterMetricFamily(
             "collab_broadcast_messages", "Update messages fanned out", value=stats.fanout_messages
         )
         yield CounterMetricFamily(

@@ -243,6 +243,7 @@ class Room:
         refused: set[Connection] = set()
         applied: list[tuple[Connection, bytes]] = []
         self._changing()
+        self._stats.update_batches += 1
         with self._doc.transaction():
             for conn, update in incoming:
                 if conn in refused:
