@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -232,3 +233,32 @@ async def test_compressed_websockets_sync_when_the_server_allows_them(settings: 
         await deflating.close()
         await plain.close()
         await plain._session.close()
+
+
+async def test_random_bytes_after_the_upgrade_never_hurt_the_server_or_a_bystander(
+    http: aiohttp.ClientSession, raw_server: RunningServer
+) -> None:
+    """Seeded: mangled frame headers, lengths, masks and opcodes, split at random points."""
+    bystander = await RawClient(http, raw_server.ws_url("bystander")).connect()
+    await asyncio.wait_for(bystander.synced.wait(), 5)
+    rng = random.Random(6455)
+    for _ in range(200):
+        sock = await RawSocket.open(raw_server)
+        await sock.upgrade("bystander")
+        stream = bytearray(client_frame(rng.choice((BINARY, PING, 0x1)), rng.randbytes(40)))
+        for _ in range(rng.randint(1, 6)):
+            stream[rng.randrange(len(stream))] = rng.randrange(256)
+        stream += rng.randbytes(rng.randint(0, 64))
+        cut = rng.randint(0, len(stream))
+        sock.writer.write(bytes(stream[:cut]))
+        await asyncio.sleep(0)
+        sock.writer.write(bytes(stream[cut:]))
+        sock.close()
+    async with http.get(raw_server.url + "/healthz") as resp:
+        assert resp.status == 200
+    bystander.text().insert(0, "still here")
+    await bystander.flush()
+    check = await RawClient(http, raw_server.ws_url("bystander")).connect()
+    await check.wait_for(lambda: "still here" in str(check.text()))
+    await check.close()
+    await bystander.close()
