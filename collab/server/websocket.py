@@ -135,6 +135,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_sent_close",
         "_silent_since",
         "_transport",
+        "_unblocking",
         "_writing_paused",
         "peer",
     )
@@ -147,6 +148,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._conn: Connection | None = None
         self._room: Room | None = None
         self._blocked: deque[bytes] | None = None  # frames held while one waits
+        self._unblocking: asyncio.Task[None] | None = None  # the wait; handles them after
         self._deflate_bits: int | None = None
         self._sent_close = False
         self._peer_closed = False
@@ -415,7 +417,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._blocked = deque()
         assert self._transport is not None
         self._transport.pause_reading()
-        asyncio.get_running_loop().create_task(self._unblock(waiting))
+        self._unblocking = asyncio.get_running_loop().create_task(self._unblock(waiting))
 
     async def _unblock(self, waiting: Awaitable[None] | None) -> None:
         conn = self._conn
@@ -430,11 +432,14 @@ class WebSocketProtocol(asyncio.Protocol):
                 log.error("closing %s: %s", self._label(), exc)
                 if conn is not None:
                     conn.close(CloseCode.INTERNAL_ERROR, "storage error")
+            except Exception:
+                log.exception("closing %s: unexpected error", self._label())
+                self._close_now(CloseCode.INTERNAL_ERROR, "internal error")
             waiting = None
             blocked = self._blocked
             while blocked and waiting is None:
                 waiting = self._handle(blocked.popleft())
-        self._blocked = None
+        self._blocked = self._unblocking = None
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
