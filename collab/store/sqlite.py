@@ -65,6 +65,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# The document's row (part 0), then its updates after the snapshot in order (part 1).
+_LOAD = """
+SELECT 0, snapshot, snapshot_seq, last_seq FROM documents WHERE doc_id = ?1
+UNION ALL
+SELECT 1, updates.data, updates.seq, NULL FROM updates
+  JOIN documents ON documents.doc_id = updates.doc_id
+ WHERE updates.doc_id = ?1 AND updates.seq > documents.snapshot_seq
+ORDER BY 1, 3
+"""
+
+
 class SQLiteStore(LogStore):
     def __init__(
         self,
@@ -261,29 +272,18 @@ class SQLiteStore(LogStore):
     # -- reads -------------------------------------------------------------------------------
 
     async def load(self, doc_id: str) -> StoredDocument:
+        """One statement, so one consistent read and one trip to aiosqlite's thread: a connect
+        storm to new documents loads one per connection, and each trip hands the GIL over."""
         reader = self._require(self._reader)
         try:
             async with self._read_lock:
-                await reader.execute("BEGIN")
-                try:
-                    async with reader.execute(
-                        "SELECT snapshot, snapshot_seq, last_seq FROM documents WHERE doc_id = ?",
-                        (doc_id,),
-                    ) as cursor:
-                        head = await cursor.fetchone()
-                    if head is None:
-                        return StoredDocument(None, [], 0)
-                    snapshot, snapshot_seq, last_seq = head
-                    async with reader.execute(
-                        "SELECT data FROM updates WHERE doc_id = ? AND seq > ? ORDER BY seq",
-                        (doc_id, snapshot_seq),
-                    ) as cursor:
-                        updates = [row[0] for row in await cursor.fetchall()]
-                finally:
-                    await reader.execute("COMMIT")
+                rows = await reader.execute_fetchall(_LOAD, (doc_id,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot load {doc_id!r}: {exc}") from exc
-        return StoredDocument(snapshot, updates, last_seq)
+        if not rows:
+            return StoredDocument(None, [], 0)
+        (_, snapshot, _, last_seq), *updates = rows
+        return StoredDocument(snapshot, [row[1] for row in updates], last_seq)
 
     async def info(self, doc_id: str) -> DocumentInfo | None:
         reader = self._require(self._reader)
