@@ -94,6 +94,7 @@ class Room:
         self._writes: set[asyncio.Future[int]] = set()
         self._batch: list[tuple[Connection | None, bytes]] = []  # (sender, change) this turn
         self._incoming: list[tuple[Connection, bytes]] = []  # updates to apply this turn
+        self._presence: dict[int, AwarenessEntry] = {}  # presence changes this turn
         self._incoming_bytes = 0
         self._batch_flush: asyncio.Handle | None = None
 
@@ -148,6 +149,7 @@ class Room:
             self._batch_flush = None
         self._batch.clear()
         self._incoming.clear()
+        self._presence.clear()
         self._doc.unobserve(self._subscription)
 
     def close_all(self, code: int, reason: str) -> None:
@@ -332,9 +334,21 @@ class Room:
             self._share_awareness(changed)
 
     def _share_awareness(self, changed: list[AwarenessEntry]) -> None:
-        """Local connections (the sender too: the echo keeps it alive) and other nodes."""
-        payload = encode_awareness_update(changed)
-        self._broadcast(encode_message(AwarenessMessage(payload)))
+        """Queue for this turn's presence message (see ``_send_presence``)."""
+        for entry in changed:
+            self._presence[entry.client_id] = entry
+        self._schedule_flush()
+
+    def _send_presence(self) -> None:
+        """The presence changes of this turn as one message, the latest state per client: to
+        local connections (the sender too: the echo keeps it alive) and to other nodes. A turn
+        in which many cursors move (a join storm, a busy room) costs one send per peer, not
+        one per change per peer."""
+        entries, self._presence = list(self._presence.values()), {}
+        payload = encode_awareness_update(entries)
+        message = encode_message(AwarenessMessage(payload))
+        for conn in self.connections:
+            conn.send(message)
         if self._publish is not None:
             self._publish(Kind.AWARENESS, 0, payload)
 
@@ -405,8 +419,12 @@ class Room:
             self._batch_flush = None
         if self._incoming:
             self._apply_incoming()
-        if not self._batch:
-            return
+        if self._batch:
+            self._send_changes()
+        if self._presence:
+            self._send_presence()
+
+    def _send_changes(self) -> None:
         batch, self._batch = self._batch, []
         message = _merged_message([change for _, change in batch])
         senders = {sender for sender, _ in batch if sender in self.connections}

@@ -1,6 +1,7 @@
-"""Updates that arrive in one event-loop turn are applied in one transaction (pycrdt's cost is
-per transaction and grows with a long text), yet each keeps its own fate: stored, refused or
-recognized as a duplicate."""
+"""What arrives in one event-loop turn is handled together: document updates are applied in
+one transaction (pycrdt's cost is per transaction and grows with a long text), yet each keeps
+its own fate: stored, refused or recognized as a duplicate; presence changes go out as one
+message."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import struct
 import pytest
 from pycrdt import Doc, Text
 
+from collab.protocol.awareness import AwarenessEntry, encode_awareness_update
 from collab.protocol.frames import BINARY, CLOSE
-from collab.protocol.wire import encode_update
+from collab.protocol.wire import AwarenessMessage, decode_message, encode_message, encode_update
 from collab.server.keys import ROOMS, STORE
 from collab.server.settings import Settings
 from tests.integration.test_websocket_transport import EMPTY_STEP1, RawSocket
@@ -103,3 +105,23 @@ async def test_a_repeated_update_in_the_same_batch_is_stored_once(
     assert (await server.app[STORE].load("twice")).last_seq == 1
     assert server.app[ROOMS].stats.duplicate_updates == 2
     writer.close()
+
+
+async def test_presence_changes_of_one_turn_reach_peers_as_one_message(
+    http, server: RunningServer
+) -> None:
+    reader = await RawClient(http, server.ws_url("cursors")).connect()
+    await asyncio.wait_for(reader.synced.wait(), 5)
+    mover = await joined(server, "cursors")
+    moves = [
+        encode_message(AwarenessMessage(encode_awareness_update(
+            [AwarenessEntry(77, clock, f'{{"cursor":{clock}}}')]
+        )))
+        for clock in range(1, 21)
+    ]  # fmt: skip
+    mover.writer.write(b"".join(client_frame(BINARY, move) for move in moves))
+    await reader.wait_for(lambda: 77 in reader.awareness and reader.awareness[77].clock == 20)
+    presence = [m for m in map(decode_message, reader.received) if isinstance(m, AwarenessMessage)]
+    assert len(presence) < 5  # one per read, not one per move
+    mover.close()
+    await reader.close()
