@@ -1,0 +1,32 @@
+"""The bench's readings of a server process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from collab.bench.system import cpu_seconds, tree_cpu_seconds
+
+BUSY_CHILD = """
+import time
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+print("done", flush=True)
+time.sleep(30)
+"""
+
+
+def test_a_server_is_charged_for_the_cpu_of_its_worker_processes() -> None:
+    """Collab folds large logs in a worker process: that CPU is the server's work too."""
+    child = subprocess.Popen([sys.executable, "-c", BUSY_CHILD], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"done\n"
+        own = cpu_seconds(os.getpid())
+        tree = tree_cpu_seconds(os.getpid())
+        assert own is not None and tree is not None
+        assert tree - own >= 0.25
+    finally:
+        child.kill()
+        child.wait(timeout=10)
