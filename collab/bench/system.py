@@ -127,6 +127,9 @@ class CpuShare:
     other: float | None
 
 
+MIN_TICK_WINDOW = 1.0  # seconds
+
+
 class CpuMeter:
     """CPU used by the server (if its pid is known, with its worker processes), by the bench
     and by everything else.
@@ -148,8 +151,13 @@ class CpuMeter:
         return time.process_time() + sum(seconds or 0.0 for seconds in helpers)
 
     def percent(self) -> CpuShare:
+        """Over less than ``MIN_TICK_WINDOW`` seconds only the bench's own share is given:
+        /proc counts other processes' CPU in 10 ms ticks, so a 50 ms window reads 0 % or 40 %
+        at random."""
         wall = max(time.perf_counter() - self._wall, 1e-9)
         own = 100 * (self._bench_seconds() - self._own) / wall
+        if wall < MIN_TICK_WINDOW:
+            return CpuShare(None, own, None)
         server = None
         if self._pid and self._server is not None:
             now = tree_cpu_seconds(self._pid)
