@@ -203,6 +203,7 @@ class Run:
 # Thousands of bench clients connect within a minute from one address (the default limit,
 # meant for one abusive client, is 1,200 a minute).
 MANY_CLIENTS_FLAGS = ("--connect-attempts-per-minute", "100000")
+IDLE_CLIENTS_PER_DOC = 10  # as the idle scenario spreads them
 # Documents unload 5 s after their last client left (not 30 s) so the run sees it.
 MANYDOCS_FLAGS = ("--idle-evict-seconds", "5", *MANY_CLIENTS_FLAGS)
 MANYDOCS_EVICT_WAIT = 20.0
@@ -245,6 +246,13 @@ def _runs(plan: Plan, trace: Path | None) -> list[Run]:
         Run(
             "connect (a document each)",
             lambda t: scenarios.connect(t, plan.connect_clients, docs=plan.connect_clients),
+        ),
+        Run(  # the idle storm's size, with the clients in worker processes: the accept rate
+            "connect (the idle storm's size)",
+            lambda t: scenarios.connect(
+                t, plan.idle_connections, docs=plan.idle_connections // IDLE_CLIENTS_PER_DOC
+            ),
+            variants=((SERVER_NAME, MANY_CLIENTS_FLAGS),),
         ),
         Run(
             "idle",
@@ -571,6 +579,8 @@ def render(
         f"collab bench connect --url ws://127.0.0.1:8000/ws --clients {plan.connect_clients}",
         f"collab bench connect --url ws://127.0.0.1:8000/ws --clients {plan.connect_clients} "
         f"--docs {plan.connect_clients}",
+        f"collab bench connect --url ws://127.0.0.1:8000/ws --clients {plan.idle_connections} "
+        f"--docs {plan.idle_connections // IDLE_CLIENTS_PER_DOC}",
         f"collab bench idle --url ws://127.0.0.1:8000/ws --connections "
         f"{plan.idle_connections} --server-pid <pid of the server>",
         f"collab bench manydocs --url ws://127.0.0.1:8000/ws --docs {plan.manydocs_docs} "
