@@ -12,10 +12,11 @@ updates are committed, so a step2 reply is a durability barrier.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, get_update, merge_updates
@@ -197,10 +198,11 @@ class Room:
         await barrier  # durability barrier; StoreError closes the connection
         if conn.pending_write is barrier:
             conn.pending_write = None
+        self.flush_broadcast()  # what arrived meanwhile goes out before the answer
         self._answer_step1(conn, state_vector)
 
     def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
-        self.flush_broadcast()
+        """After a flush: the answer holds (and follows) every change broadcast so far."""
         if state_vector == EMPTY_STATE_VECTOR:
             if self._full_step2 is None:
                 self._full_step2 = encode_sync(SyncType.STEP2, self._doc.get_update())
@@ -252,17 +254,15 @@ class Room:
                 if conn in refused:
                     continue
                 try:
-                    if get_update(update, self._doc.get_state()) == EMPTY_UPDATE:
-                        self._stats.duplicate_updates += 1
-                        continue
-                    self._doc.apply_update(update)
-                except _FATAL:
-                    raise
-                except BaseException as exc:  # pycrdt raises ValueError/RuntimeError
+                    with _refused_as_invalid():
+                        if get_update(update, self._doc.get_state()) == EMPTY_UPDATE:
+                            self._stats.duplicate_updates += 1
+                            continue
+                        self._doc.apply_update(update)
+                except ProtocolError as exc:
                     refused.add(conn)
-                    reason = f"invalid Yjs update: {exc}".splitlines()[0][:200]
-                    log.warning("closing %s (%d): %s", conn.label, CloseCode.BAD_REQUEST, reason)
-                    conn.close(CloseCode.BAD_REQUEST, reason)
+                    log.warning("closing %s (%d): %s", conn.label, exc.code, exc.reason)
+                    conn.close(exc.code, exc.reason)
                     continue
                 applied.append((conn, update))
         change, self._last_change = self._last_change, None
@@ -286,12 +286,8 @@ class Room:
         if self.stored_bytes + len(update) > self._settings.max_document_bytes:
             raise ProtocolError("document size limit reached", CloseCode.TOO_LARGE)
         self._changing()
-        try:
+        with _refused_as_invalid():
             self._doc.apply_update(update)
-        except _FATAL:
-            raise
-        except BaseException as exc:  # pycrdt raises ValueError/RuntimeError (older: panics)
-            raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
         change, self._last_change = self._last_change, None
         stats = self._stats
         stats.updates_in += 1
@@ -388,12 +384,8 @@ class Room:
 
     def _apply_remote(self, update: bytes) -> None:
         self._changing()
-        try:
+        with _refused_as_invalid():
             self._doc.apply_update(update)
-        except _FATAL:
-            raise
-        except BaseException as exc:
-            raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
         change, self._last_change = self._last_change, None
         if change is not None:
             self.stored_bytes += len(update)
@@ -450,6 +442,18 @@ class Room:
     @staticmethod
     def _awareness_message(entries: list[AwarenessEntry]) -> bytes:
         return encode_message(AwarenessMessage(encode_awareness_update(entries)))
+
+
+@contextlib.contextmanager
+def _refused_as_invalid() -> Iterator[None]:
+    """pycrdt's refusal of bytes that are not a Yjs update (ValueError, RuntimeError; older
+    versions panic) as ProtocolError 4400, with the first line of its message."""
+    try:
+        yield
+    except _FATAL:
+        raise
+    except BaseException as exc:
+        raise ProtocolError(f"invalid Yjs update: {exc}".splitlines()[0][:200]) from exc
 
 
 def _merged_message(changes: list[bytes]) -> bytes:
